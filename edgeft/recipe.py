@@ -1,0 +1,194 @@
+"""The tuning recipe: a YAML file validated by these pydantic models. The schema is the documentation.
+
+Every problem in a recipe is collected and reported at once, as `file: field.path: what is wrong (got value)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from edgeft.errors import EdgeftError
+
+METHODS = ("lora", "dora", "ia3", "prefix", "ptuning-v2", "full", "head-only")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ModelSpec(Strict):
+    name: str = "minilm"
+    """`minilm` (the offline all-MiniLM-L6-v2), `tiny-bert` (random 2-layer BERT for tests), a local HF folder,
+    or a hub id (needs network)."""
+    task: Literal["sequence-classification"] = "sequence-classification"
+    """What the model is tuned for. Only text classification for now."""
+    pooling: Literal["auto", "mean", "cls"] = "auto"
+    """How token states become one vector: `auto` uses the model's own (sentence-transformers folders say mean)."""
+    normalize: bool = True
+    """L2-normalise the pooled vector before the head (a cosine classifier; suits sentence encoders)."""
+    logit_scale: PositiveFloat = 20.0
+    """Fixed scale applied after normalisation, so the softmax can be sharp."""
+
+
+class DataSpec(Strict):
+    train: str
+    """Training data: a .csv, .json, .jsonl or .parquet file, or a datasets hub id."""
+    test: str | None = None
+    """Test data (same formats). Without it, metrics are reported on validation only."""
+    validation: str | float = 0.1
+    """A file, or the fraction of train held out, stratified by label."""
+    text_column: str = "text"
+    """Column holding the input text."""
+    label_column: str = "label"
+    """Column holding the class name (or id)."""
+    max_length: PositiveInt = 128
+    """Tokens per input; longer texts are truncated."""
+
+    @model_validator(mode="after")
+    def _fraction_in_range(self):
+        if isinstance(self.validation, float) and not 0.0 < self.validation < 0.5:
+            raise ValueError(f"data.validation: a fraction must be in (0, 0.5) (got {self.validation})")
+        return self
+
+
+class MethodSpec(Strict):
+    kind: Literal["lora", "dora", "ia3", "prefix", "ptuning-v2", "full", "head-only"] = "lora"
+    """`lora`/`dora`/`ia3` (mergeable adapters), `prefix`/`ptuning-v2` (trained virtual tokens, not mergeable),
+    `full` (every weight) or `head-only` (frozen encoder: the before-tuning baseline)."""
+    r: PositiveInt = 16
+    """LoRA/DoRA rank; higher fits more and costs more."""
+    alpha: PositiveFloat = 32
+    """LoRA/DoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout on the adapter input."""
+    target_modules: str | list[str] = "auto"
+    """Module names to adapt; `auto` picks per architecture (all attention and FFN projections for BERT)."""
+    num_virtual_tokens: PositiveInt = 16
+    """Virtual tokens for `prefix` and `ptuning-v2`."""
+
+
+class TrainingSpec(Strict):
+    learning_rate: PositiveFloat = 5.0e-4
+    """Peak learning rate for the tuned encoder weights (adapters, or all weights for `full`)."""
+    head_learning_rate: PositiveFloat | None = 5.0e-3
+    """Learning rate of the new classification head; a fresh head learns faster than adapters. None: same."""
+    batch_size: PositiveInt = 32
+    """Examples per step per device."""
+    epochs: PositiveFloat = 3
+    """Passes over the training data."""
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
+    """Fraction of steps with linear warm-up."""
+    weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW weight decay."""
+    seed: int = 42
+    """Seed for splits, initialisation and shuffling."""
+    early_stopping_patience: PositiveInt | None = 2
+    """Stop after this many evaluations without validation-accuracy gain. None disables."""
+    eval_steps: PositiveInt | None = None
+    """Evaluate and checkpoint every N steps; None: once per epoch."""
+    max_steps: PositiveInt | None = None
+    """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Run name; also the default output folder `runs/<name>`."""
+    model: ModelSpec = ModelSpec()
+    """The pretrained model and its classification head."""
+    data: DataSpec
+    """Where the examples are and which columns hold text and label."""
+    method: MethodSpec = MethodSpec()
+    """How the model is tuned."""
+    training: TrainingSpec = TrainingSpec()
+    """Optimisation settings."""
+    output: str | None = None
+    """Run folder; default `runs/<name>`."""
+    compress: dict[str, Any] | None = None
+    """Settings for `edgeft compress` (validated there)."""
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output or f"runs/{self.name}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override (`key.path=value`, the value parsed as YAML) and validate a recipe.
+
+    Raises:
+        EdgeftError: listing every problem at once.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeftError(f"{path}: no such recipe file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise EdgeftError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise EdgeftError(f"{path}: a recipe is a mapping of fields (got {type(raw).__name__})")
+    problems = [problem for item in overrides for problem in _apply_override(raw, item)]
+    if problems:
+        raise EdgeftError([f"--set {problem}" for problem in problems])
+    return validate_recipe(raw, source=str(path))
+
+
+def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping, turning pydantic's errors into one line per field."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise EdgeftError([f"{source}: {line}" for line in _describe(error)]) from None
+
+
+def _apply_override(raw: dict, item: str) -> list[str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        return [f"{item!r}: expected key.path=value"]
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return [f"{key}: {part} is not a section"]
+    node[parts[-1]] = yaml.safe_load(value) if value else None
+    return []
+
+
+def _describe(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown field{_suggestion(item['loc'])}")
+        elif item["type"] == "missing":
+            lines.append(f"{where}: required field is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            shown = item.get("input")
+            lines.append(f"{where}: {message}" + ("" if isinstance(shown, dict) else f" (got {shown!r})"))
+    return lines
+
+
+def _suggestion(location: tuple) -> str:
+    model: type[BaseModel] = Recipe
+    for part in location[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1, cutoff=0.5)
+    prefix = ".".join(str(part) for part in location[:-1])
+    allowed = ", ".join(model.model_fields)
+    if close:
+        return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+    return f"; allowed: {allowed}"
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML, every default spelled out."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
