@@ -1,0 +1,77 @@
+"""What an export starts from: a run folder (or a bare classifier folder) and its real texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.errors import EdgeftError
+from edgeft.models import CLASSIFIER_CONFIG
+
+RECIPE_LOCK = "recipe.lock.yaml"
+MERGED = "merged"
+
+
+@dataclass
+class Source:
+    """The classifier folder to export and, when it came from `edgeft tune`, its run folder and recipe."""
+
+    model_dir: Path
+    run_dir: Path | None
+
+    @property
+    def recipe(self) -> Path | None:
+        recipe = self.run_dir / RECIPE_LOCK if self.run_dir else None
+        return recipe if recipe and recipe.is_file() else None
+
+
+def resolve(path: str | Path) -> Source:
+    """Accept `runs/<name>`, `runs/<name>/merged`, or any folder saved by `SequenceClassifier.save`.
+
+    Raises:
+        EdgeftError: the folder holds no classifier.
+    """
+    path = Path(path).expanduser().resolve()
+    if (path / MERGED / CLASSIFIER_CONFIG).is_file():
+        return Source(path / MERGED, path)
+    if (path / CLASSIFIER_CONFIG).is_file():
+        run_dir = path.parent if (path.parent / RECIPE_LOCK).is_file() else None
+        return Source(path, run_dir)
+    raise EdgeftError(
+        f"RUN_DIR: {path} is neither a run folder (with {MERGED}/{CLASSIFIER_CONFIG}) nor a classifier folder"
+    )
+
+
+def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[str], str]:
+    """Verification examples and calibration texts from the run's recipe.
+
+    Returns:
+        (up to `count` (text, label) pairs sampled from the test split, or train when there is none;
+        up to `count` training texts for calibration; a description of where the examples came from).
+
+    Raises:
+        EdgeftError: no recipe to take texts from.
+    """
+    from edgeft.data import load_splits
+    from edgeft.recipe import load_recipe
+
+    if source.recipe is None:
+        raise EdgeftError(
+            f"{source.model_dir}: no {RECIPE_LOCK} beside it to take real verification texts from; "
+            "export a run folder, or pass texts= from Python"
+        )
+    recipe = load_recipe(source.recipe)
+    splits = load_splits(recipe.data, seed=recipe.training.seed)
+    name, split = ("test", splits.test) if splits.test is not None else ("train", splits.train)
+    examples = _sample(split, splits.labels, count, seed)
+    calibration = [text for text, _ in _sample(splits.train, splits.labels, count, seed + 1)]
+    return examples, calibration, f"{name} split of {source.recipe} ({recipe.data.test or recipe.data.train})"
+
+
+def _sample(split, labels: list[str], count: int, seed: int) -> list[tuple[str, str]]:
+    # Files like BANKING77 are grouped by label: a seeded shuffle covers every label instead of the first few.
+    order = np.random.default_rng(seed).permutation(len(split))[:count]
+    texts, ids = split["text"], split["label"]
+    return [(texts[i], labels[ids[i]]) for i in order.tolist()]
