@@ -183,7 +183,8 @@ def _source_info(src) -> dict:
     return {
         "model_dir": str(src.model_dir),
         "run_dir": str(src.run_dir) if src.run_dir else None,
-        "recipe_sha256": sha256(src.recipe) if src.recipe else None,
+        "recipe_lock": str(src.recipe) if src.recipe else None,
+        "recipe_lock_sha256": sha256(src.recipe) if src.recipe else None,
         "weights": describe_files(src.model_dir, weights),
     }
 

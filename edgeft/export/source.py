@@ -55,19 +55,32 @@ def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[
         EdgeftError: no recipe to take texts from.
     """
     from edgeft.data import load_splits
-    from edgeft.recipe import load_recipe
 
     if source.recipe is None:
         raise EdgeftError(
             f"{source.model_dir}: no {RECIPE_LOCK} beside it to take real verification texts from; "
             "export a run folder, or pass texts= from Python"
         )
-    recipe = load_recipe(source.recipe)
+    recipe = read_lock(source.recipe)
     splits = load_splits(recipe.data, seed=recipe.training.seed)
     name, split = ("test", splits.test) if splits.test is not None else ("train", splits.train)
     examples = _sample(split, splits.labels, count, seed)
     calibration = [text for text, _ in _sample(splits.train, splits.labels, count, seed + 1)]
     return examples, calibration, f"{name} split of {source.recipe} ({recipe.data.test or recipe.data.train})"
+
+
+def read_lock(path: Path):
+    """The recipe in a run's `recipe.lock.yaml`, its data paths replaced by the absolute ones the run used."""
+    import yaml
+
+    from edgeft.recipe import validate_recipe
+
+    lock = yaml.safe_load(path.read_text()) or {}
+    raw = dict(lock.get("recipe") or {})
+    data = dict(raw.get("data") or {})
+    for key, entry in (lock.get("data_files") or {}).items():
+        data[key] = entry["path"]
+    return validate_recipe({**raw, "data": data}, source=str(path))
 
 
 def _sample(split, labels: list[str], count: int, seed: int) -> list[tuple[str, str]]:

@@ -59,17 +59,18 @@ class Predictor:
         self._encoder = encoder
         self._run = run
         self._buckets = sorted(manifest.get("buckets", []), key=lambda b: (b["seq"], b["batch"]))
+        self._dtype = np.dtype(manifest["inputs"][0]["dtype"])  # int64 for ONNX/OpenVINO, int32 for TFLite
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Token arrays padded to the batch's longest text (TFLite: to the smallest fixed-shape bucket that fits)."""
         ids = self._encoder.token_ids(texts)
         if not self._buckets:
-            return self._encoder.pad(ids)
+            return self._encoder.pad(ids, dtype=self._dtype)
         longest = max(len(row) for row in ids)
         bucket = self._pick_bucket(len(ids), longest)
         rows = -len(ids) % bucket["batch"]
         # Filler rows repeat a real one (an all-padding row would pool over nothing); predict drops them.
-        return self._encoder.pad(ids + [ids[-1]] * rows, length=bucket["seq"])
+        return self._encoder.pad(ids + [ids[-1]] * rows, length=bucket["seq"], dtype=self._dtype)
 
     def run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         """The raw backend call: logits (rows, labels) as float32."""

@@ -27,3 +27,13 @@ def make_classifier(folder: Path, max_length: int = 32) -> Path:
     model = SequenceClassifier(load_encoder("tiny-bert"), HeadConfig(labels=LABELS, max_length=max_length))
     model.save(folder, load_tokenizer("tiny-bert"))
     return folder
+
+
+def make_bundle(folder: Path, format: str = "onnx", precision: str = "fp32") -> Path:
+    """A classifier folder under `folder` exported to a verified bundle `folder/<format>-<precision>`."""
+    from edgeft.export import export
+
+    model_dir = folder / "classifier"
+    if not model_dir.exists():
+        make_classifier(model_dir)
+    return export(model_dir, format, precision, folder / f"{format}-{precision}", texts=TEXTS, progress=False)
