@@ -1,7 +1,7 @@
 """Export a run to every format x precision and measure each bundle: size, parity with PyTorch, test accuracy.
 
 Usage:
-    python benchmarks/export_matrix.py runs/banking77-minilm-lora [--output exports-matrix] [--only onnx:int8 ...]
+    python -m benchmarks.export_matrix runs/banking77-minilm-lora [--output exports-matrix] [--only onnx:int8 ...]
 
 Writes `<output>/matrix.json` and prints a Markdown table. Accuracy runs every test example of the run's recipe
 through the light runtime (`edgeft.export.evaluate`); agreement and max abs diff come from each bundle's

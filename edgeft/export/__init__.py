@@ -191,9 +191,10 @@ def _source_info(src) -> dict:
 
 def _accuracies(examples, labels, reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Accuracy of PyTorch and of the artifact on the verification inputs, when they carry labels."""
-    if any(label is None for _, label in examples):
+    index = {label: i for i, label in enumerate(labels)}
+    if any(label not in index for _, label in examples):
         return {}
-    truth = np.array([list(labels).index(label) for _, label in examples])
+    truth = np.array([index[label] for _, label in examples])
     return {
         "torch_accuracy": float((reference.argmax(axis=1) == truth).mean()),
         "accuracy": float((candidate.argmax(axis=1) == truth).mean()),
