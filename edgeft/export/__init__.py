@@ -22,7 +22,7 @@ from edgeft.export import onnx, openvino, tflite
 from edgeft.export.source import resolve, run_examples
 from edgeft.export.verify import compare, evaluate, judge, self_check_entry, torch_logits
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files, sha256
-from edgeft.runtime.tokenize import tokenizer_settings
+from edgeft.runtime.tokenize import save_tokenizer, tokenizer_settings
 
 __all__ = ["export", "evaluate", "FORMATS", "PRECISIONS"]
 
@@ -115,7 +115,7 @@ def export(
         job = ExportJob(tokenizer, max_length, workdir, calibration_texts or recipe_calibration)
         step = bar.add_task(f"exporting {format} {precision}")
         fields = FORMATS[format](model, stage, precision, job)
-        tokenizer.backend_tokenizer.save(str(stage / TOKENIZER))
+        save_tokenizer(tokenizer, stage / TOKENIZER)
         manifest = {
             "format": format,
             "precision": precision,

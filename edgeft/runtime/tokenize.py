@@ -57,3 +57,17 @@ def tokenizer_settings(tokenizer, max_length: int) -> dict:
         "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
         "add_special_tokens": True,
     }
+
+
+def save_tokenizer(tokenizer, path: Path) -> None:
+    """Write a transformers fast tokenizer's `tokenizer.json` without call-time padding/truncation state.
+
+    The manifest carries those settings; leaving a fixed padding length in the file would mislead other readers.
+    """
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(path))
+
