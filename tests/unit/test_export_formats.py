@@ -22,6 +22,22 @@ def classifier(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def exported(classifier, tmp_path_factory):
+    """Export once per format and precision in this module (TFLite conversion is the slow step)."""
+    cache = {}
+
+    def get(fmt, precision):
+        if (fmt, precision) not in cache:
+            folder = tmp_path_factory.mktemp("bundles") / f"{fmt}-{precision}"
+            cache[fmt, precision] = export(
+                classifier, fmt, precision, folder, texts=TEXTS, progress=False, min_agreement=0.0
+            )
+        return cache[fmt, precision]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def reference(classifier):
     model = load_classifier(classifier)
     return torch_logits(model, load_tokenizer(classifier), TEXTS, model.head_config.max_length)
@@ -30,9 +46,9 @@ def reference(classifier):
 @pytest.mark.parametrize(
     "fmt,precision", [pytest.param(*case, marks=pytest.mark.slow) if case in SLOW else case for case in CASES]
 )
-def test_export_verifies_against_pytorch(classifier, reference, tmp_path, fmt, precision):
+def test_export_verifies_against_pytorch(exported, reference, fmt, precision):
     # execute
-    bundle = export(classifier, fmt, precision, tmp_path / "bundle", texts=TEXTS, progress=False, min_agreement=0.0)
+    bundle = exported(fmt, precision)
 
     # assert: manifest contract
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -46,13 +62,12 @@ def test_export_verifies_against_pytorch(classifier, reference, tmp_path, fmt, p
     # assert: the light runtime reproduces what was verified
     logits = load(bundle).logits(TEXTS)
     assert np.abs(logits - reference).max() <= max(check["max_abs_diff"] * 1.01, 1e-5)
-    assert not list(tmp_path.glob(".bundle.tmp-*")), "the temp folder is cleaned up"
+    assert [path.name for path in bundle.parent.iterdir()] == [bundle.name], "the temp folder is cleaned up"
 
 
-def test_tflite_pads_to_the_smallest_bucket(classifier, tmp_path):
+def test_tflite_pads_to_the_smallest_bucket(exported):
     # setup
-    bundle = export(classifier, "tflite", "fp32", tmp_path / "tfl", texts=TEXTS, progress=False)
-    predictor = load(bundle)
+    predictor = load(exported("tflite", "fp32"))
     signatures = {b["signature"] for b in predictor.manifest["buckets"]}
 
     # execute
