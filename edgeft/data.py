@@ -131,7 +131,7 @@ def summarize(splits: Splits, tokenizer, max_length: int) -> dict:
     """Rows per split, label count and token-length percentiles, for `--dry-run`."""
     summary = {"labels": len(splits.labels), "splits": {}}
     for name, split in splits.items():
-        lengths = np.array([len(ids) for ids in tokenizer(split["text"])["input_ids"]])
+        lengths = np.array([len(ids) for ids in tokenizer(list(split["text"]))["input_ids"]])
         summary["splits"][name] = {
             "rows": len(split),
             "tokens_p50": int(np.percentile(lengths, 50)),

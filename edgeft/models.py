@@ -81,11 +81,21 @@ def load_tokenizer(source: str | Path):
 
 def load_encoder(source: str | Path, vocab_size: int | None = None):
     """The pretrained encoder (or a seeded random tiny BERT) without any task head."""
-    from transformers import AutoModel, BertModel
+    from transformers import BertModel
 
     if source == TINY_BERT:
         return BertModel(tiny_bert_config(vocab_size or 30522), add_pooling_layer=False)
-    return AutoModel.from_pretrained(str(source))
+    return _from_pretrained(source)
+
+
+def _from_pretrained(source: str | Path):
+    """AutoModel without BERT's pooler: the classifier pools itself, so the pooler is dead weight and compute."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(str(source), add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler reject the argument
+        return AutoModel.from_pretrained(str(source))
 
 
 @dataclass
@@ -125,17 +135,20 @@ class SequenceClassifier(nn.Module):
         return nn.functional.cross_entropy(logits, labels), logits
 
     def save(self, folder: Path, tokenizer=None) -> None:
-        """Write the HF encoder folder plus `classifier.json` and `classifier.safetensors`."""
+        """Write the HF encoder folder plus the head (`classifier.json`, `classifier.safetensors`)."""
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        self.save_head(folder, tokenizer)
+
+    def save_head(self, folder: Path, tokenizer=None) -> None:
+        """Write only the head and the tokenizer (beside a peft adapter, or as part of `save`)."""
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(folder, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         (folder / CLASSIFIER_CONFIG).write_text(json.dumps(asdict(self.head_config), indent=2))
         head_state = {name: tensor.detach().contiguous() for name, tensor in self.head.state_dict().items()}
         save_file(head_state, str(folder / CLASSIFIER_WEIGHTS))
-
 
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Mean over real tokens, or the first ([CLS]) token."""
@@ -149,14 +162,13 @@ def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 def load_classifier(folder: str | Path) -> SequenceClassifier:
     """Load a classifier saved by `SequenceClassifier.save` (safetensors only, nothing unpickled)."""
     from safetensors.torch import load_file
-    from transformers import AutoModel
 
     folder = Path(folder)
     config_file = folder / CLASSIFIER_CONFIG
     if not config_file.exists():
         raise EdgeftError(f"{folder} is not an edgeft classifier folder (no {CLASSIFIER_CONFIG})")
     head_config = HeadConfig(**json.loads(config_file.read_text()))
-    encoder = AutoModel.from_pretrained(str(folder))
+    encoder = _from_pretrained(folder)
     model = SequenceClassifier(encoder, head_config)
     model.head.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
     return model.eval()

@@ -1,0 +1,199 @@
+"""Trainer glue shared by `tune` and `compress`'s distillation: tokenizing, the Trainer, progress and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from edgeft.recipe import Recipe
+
+EVAL_BATCH_SIZE = 64
+
+
+def tokenize(split, tokenizer, max_length: int):
+    """Token ids per row, truncated but not padded (the collator pads each batch to its longest row)."""
+    return split.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+class ClassifierTrainer(Trainer):
+    """A Trainer whose new head may learn at its own (higher) learning rate than the tuned encoder weights."""
+
+    def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
+
+    def create_optimizer(self):
+        if self.optimizer is None:
+            head = {id(p) for p in self.model.head.parameters()}
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in trainable if id(p) not in head]},
+                {"params": [p for p in trainable if id(p) in head],
+                 "lr": self.head_learning_rate or self.args.learning_rate},
+            ]
+            groups = [group for group in groups if group["params"]]
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay
+            )
+        return self.optimizer
+
+
+class RichProgress(TrainerCallback):
+    """Rich progress bars for training steps and evaluation batches, with the latest loss and accuracy."""
+
+    def __init__(self):
+        self.progress = None
+        self.train_task = self.eval_task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
+            self.progress.start()
+            self.train_task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.update(self.train_task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress and logs and "loss" in logs:
+            self.progress.update(self.train_task, description=f"train loss {logs['loss']:.3f}")
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if not self.progress:
+            return
+        if self.eval_task is None:
+            self.eval_task = self.progress.add_task("evaluate", total=len(eval_dataloader))
+        self.progress.advance(self.eval_task)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.progress and self.eval_task is not None:
+            self.progress.remove_task(self.eval_task)
+            self.eval_task = None
+            if metrics and "eval_accuracy" in metrics:
+                self.progress.console.print(
+                    f"epoch {state.epoch:.2f}: validation accuracy {metrics['eval_accuracy']:.4f}"
+                )
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self.on_evaluate(args, state, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
+class JsonlLog(TrainerCallback):
+    """Append every Trainer log record to `train_log.jsonl` (appends, so a resumed run keeps its history)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as log:
+                log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def _compute_metrics(prediction) -> dict:
+    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+
+def build_trainer(model, recipe: Recipe, tokenizer, tokenized: dict, folder: Path, trainer_class=None, **extra):
+    """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early."""
+    training = recipe.training
+    per_steps = training.eval_steps is not None
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch
+    args = TrainingArguments(
+        output_dir=str(folder / "checkpoints"),
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_SIZE,
+        learning_rate=training.learning_rate,
+        num_train_epochs=training.epochs,
+        max_steps=training.max_steps or -1,
+        warmup_ratio=training.warmup_ratio,
+        weight_decay=training.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="steps" if per_steps else "epoch",
+        save_strategy="steps" if per_steps else "epoch",
+        eval_steps=training.eval_steps,
+        save_steps=training.eval_steps,
+        logging_steps=10,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        seed=training.seed,
+        data_seed=training.seed,
+        bf16=use_bf16,
+        report_to=[],
+        disable_tqdm=True,
+        save_safetensors=True,
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    callbacks = [RichProgress(), JsonlLog(folder / "train_log.jsonl")]
+    if training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))
+    trainer = (trainer_class or ClassifierTrainer)(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics,
+        callbacks=callbacks,
+        head_learning_rate=training.head_learning_rate,
+        **extra,
+    )
+    trainer.remove_callback(PrinterCallback)  # RichProgress and train_log.jsonl replace the raw dict prints
+    return trainer
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest Trainer checkpoint under `folder/checkpoints`, if any."""
+    checkpoints = folder / "checkpoints"
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and label ids for a tokenized split, through the Trainer (gathered across processes)."""
+    output = trainer.predict(dataset)
+    return output.predictions, output.label_ids
+
+
+@torch.inference_mode()
+def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Logits of a model on a tokenized split in this process only (for checks and distillation targets)."""
+    collator = DataCollatorWithPadding(tokenizer)
+    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    rows = dataset.select_columns(columns)
+    model.eval()
+    chunks = []
+    for start in range(0, len(rows), batch_size):
+        batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        chunks.append(model(**batch).float().numpy())
+    return np.concatenate(chunks)

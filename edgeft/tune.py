@@ -1,0 +1,176 @@
+"""`edgeft tune`: fine-tune a classifier from a recipe with transformers' Trainer + peft, evaluate, merge.
+
+Everything is written into `.<name>.partial/` beside the output folder and renamed into place at the end, so a
+failed run never leaves a half run folder; `resume=True` continues from the last checkpoint in that folder.
+Runs data-parallel unchanged under `torchrun` or `accelerate launch` (only rank 0 writes the run folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeft import run_report
+from edgeft.data import load_splits, summarize
+from edgeft.errors import EdgeftError
+from edgeft.methods import MERGEABLE, apply_method
+from edgeft.metrics import classification_metrics
+from edgeft.models import (
+    HeadConfig,
+    SequenceClassifier,
+    count_parameters,
+    default_pooling,
+    load_classifier,
+    load_encoder,
+    load_tokenizer,
+    resolve_model,
+)
+from edgeft.recipe import Recipe, dump_recipe
+from edgeft.training import build_trainer, last_checkpoint, model_logits, predict_logits, tokenize
+
+MERGE_TOLERANCE = 1e-3
+MERGE_CHECK_ROWS = 256
+
+
+def dry_run(recipe: Recipe) -> dict:
+    """The resolved recipe and a data summary, without training."""
+    splits = load_splits(recipe.data, recipe.training.seed)
+    tokenizer = load_tokenizer(resolve_model(recipe.model.name))
+    return {"recipe": dump_recipe(recipe), "data": summarize(splits, tokenizer, recipe.data.max_length)}
+
+
+def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fine-tune, evaluate and merge; returns the run folder.
+
+    Args:
+        recipe: the validated recipe.
+        output: run folder (default: the recipe's `output`, else `runs/<name>`).
+        resume: continue from the last checkpoint of an interrupted run of the same recipe.
+        overwrite: replace an existing run folder (it is only removed once the new one is complete).
+
+    Raises:
+        EdgeftError: an existing output without `overwrite`, nothing to resume, or a failed merge check.
+    """
+    output = Path(output or recipe.output_dir)
+    partial = output.parent / f".{output.name}.partial"
+    recipe_hash = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()
+    _prepare(output, partial, recipe_hash, resume, overwrite)
+
+    torch.manual_seed(recipe.training.seed)
+    splits = load_splits(recipe.data, recipe.training.seed)
+    source = resolve_model(recipe.model.name)
+    tokenizer = load_tokenizer(source)
+    pooling = default_pooling(source) if recipe.model.pooling == "auto" else recipe.model.pooling
+    head_config = HeadConfig(
+        labels=splits.labels,
+        pooling=pooling,
+        normalize=recipe.model.normalize,
+        scale=recipe.model.logit_scale,
+        max_length=recipe.data.max_length,
+    )
+    encoder = apply_method(load_encoder(source, vocab_size=len(tokenizer)), recipe.method)
+    model = SequenceClassifier(encoder, head_config)
+    params = count_parameters(model)
+
+    tokenized = {name: tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
+    trainer = build_trainer(model, recipe, tokenizer, tokenized, partial)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(partial) if resume else None)
+    seconds = time.perf_counter() - started
+
+    # Every rank takes part in evaluation (the Trainer gathers across processes); rank 0 writes.
+    evaluated = {name: predict_logits(trainer, tokenized[name]) for name in ("validation", "test") if name in tokenized}
+    if not trainer.is_world_process_zero():
+        return output
+
+    metrics = {
+        name: classification_metrics(labels, logits.argmax(-1), splits.labels)
+        for name, (logits, labels) in evaluated.items()
+    }
+    metrics.update(
+        labels=splits.labels,
+        params=params,
+        method=recipe.method.kind,
+        train={
+            "seconds": round(seconds, 1),
+            "steps": result.global_step,
+            "samples_per_second": result.metrics.get("train_samples_per_second"),
+            "epochs": trainer.state.epoch,
+            "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+            "device": str(trainer.args.device),
+        },
+    )
+    check_split = tokenized.get("test") or tokenized["validation"]
+    metrics["merge"] = _save_model(model, recipe, tokenizer, check_split, partial)
+    _write_outputs(partial, recipe, recipe_hash, metrics, trainer.state.log_history, evaluated, source)
+    _commit(partial, output)
+    return output
+
+
+def _prepare(output: Path, partial: Path, recipe_hash: str, resume: bool, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise EdgeftError(f"{output} already exists; pass --overwrite to replace it or --output to choose another")
+    stamp = partial / "recipe.sha256"
+    if resume:
+        if last_checkpoint(partial) is None:
+            raise EdgeftError(f"nothing to resume: no checkpoint in {partial}")
+        if stamp.read_text() != recipe_hash:
+            raise EdgeftError(f"cannot resume: the recipe changed since {partial} was started")
+        return
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    stamp.write_text(recipe_hash)
+
+
+def _save_model(model: SequenceClassifier, recipe: Recipe, tokenizer, check_split, folder: Path) -> dict:
+    """Save adapter/ and merged/, and check the reloaded merged model reproduces the tuned logits."""
+    model.eval()
+    kind = recipe.method.kind
+    rows = check_split.select(range(min(MERGE_CHECK_ROWS, len(check_split))))
+    tuned_logits = model_logits(model, rows, tokenizer)
+    if kind != "full":
+        adapter = folder / "adapter"
+        if kind != "head-only":
+            model.encoder.save_pretrained(adapter)
+        model.save_head(adapter, tokenizer)
+    if kind not in MERGEABLE | {"full", "head-only"}:
+        return {"supported": False, "reason": f"{kind} trains virtual tokens, which cannot be merged into weights"}
+    if kind in MERGEABLE:
+        model.encoder = model.encoder.merge_and_unload()
+    model.save(folder / "merged", tokenizer)
+    merged_logits = model_logits(load_classifier(folder / "merged"), rows, tokenizer)
+    diff = float(np.abs(tuned_logits - merged_logits).max())
+    if diff > MERGE_TOLERANCE:
+        raise EdgeftError(f"merge check failed: merged logits differ by {diff:.2e} (> {MERGE_TOLERANCE})", 1)
+    return {"supported": True, "max_abs_diff": diff, "rows": len(rows), "tolerance": MERGE_TOLERANCE}
+
+
+def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source) -> None:
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    run_report.write_lock(folder / "recipe.lock.yaml", recipe, recipe_hash, source)
+    run_report.plot_curves(log_history, folder / "curves.png")
+    split = "test" if "test" in evaluated else "validation"
+    logits, labels = evaluated[split]
+    run_report.plot_confusion(labels, logits.argmax(-1), metrics["labels"], folder / "confusion.png", split)
+    run_report.write_model_card(folder / "README.md", recipe, metrics, source)
+
+
+def _commit(partial: Path, output: Path) -> None:
+    """Drop checkpoints and move the finished run into place, replacing an old one only now."""
+    shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+    (partial / "recipe.sha256").unlink()
+    if output.exists():
+        old = output.parent / f".{output.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        output.rename(old)
+        partial.rename(output)
+        shutil.rmtree(old)
+    else:
+        partial.rename(output)
