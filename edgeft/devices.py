@@ -120,6 +120,23 @@ def validate_profile(raw: dict, source: str = "profile") -> DeviceProfile:
     return profile
 
 
+def profiles_table():
+    """A rich table of every shipped profile: the hardware, what runs on it, and the default budgets."""
+    from rich.table import Table
+
+    grid = Table(title=f"device profiles ({DEVICES_DIR})")
+    for column in ("name", "cpu", "cores x GHz", "ISA", "RAM", "runtimes", "quantization", "fp32 / int8 GFLOP/s",
+                   "GB/s", "budget"):
+        grid.add_column(column)
+    for name in list_profiles():
+        p = load_profile(name)
+        grid.add_row(p.name, p.cpu, f"{p.cores} x {p.clock_ghz:g}", " ".join(p.isa), f"{p.ram_gb:g} GiB",
+                     ", ".join(p.runtimes), ", ".join(p.quantization),
+                     f"{p.peak('fp32'):g} / {p.peak('int8'):g}", f"{p.memory_bandwidth_gbs:g}",
+                     f"{p.latency_budget_ms:g} ms, {p.memory_budget_mb:g} MiB")
+    return grid
+
+
 def profile_text(name_or_path: str | Path) -> str:
     """A profile as YAML for `edgeft devices show`: the shipped file with its source comments, or the detected host."""
     profile = load_profile(name_or_path)

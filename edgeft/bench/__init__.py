@@ -15,7 +15,7 @@ from edgeft.bench.measure import Remote, bench_args, measure_host, measure_remot
 from edgeft.devices import HOST, DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 
-__all__ = ["bench", "Remote"]
+__all__ = ["bench", "bench_many", "Remote"]
 
 # Runs of the host measurement that an estimated report uses to measure the estimator's error.
 CHECK_RUNS = 30
@@ -65,6 +65,37 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
     report.setdefault("model_bytes", sum(entry.get("bytes", 0) for name, entry in manifest.get("files", {}).items()
                                          if name.startswith("model.")))
     return report
+
+
+def bench_many(bundles: list[str | Path], profile: str | Path = HOST, compare: bool = False,
+               remote: str | None = None, remote_python: str | None = None, ssh_options: list[str] = (),
+               install: Path | None = None, json_path: Path | None = None, plot: Path | None = None,
+               **settings) -> list[dict]:
+    """What `edgeft bench` does: bench each bundle (one, or several with `compare`), then write the JSON and,
+    when comparing, the PNG chart. `settings` are bench()'s runs, warmup, batch, seq_len and threads."""
+    from rich.progress import Progress
+
+    from edgeft.bench import report
+
+    if len(bundles) > 1 and not compare:
+        raise EdgeftError(f"got {len(bundles)} bundles; pass --compare to bench several side by side")
+    target = load_profile(profile)
+    if remote or remote_python or ssh_options or install:
+        url = remote or target.ssh
+        if not url:
+            raise EdgeftError("--remote-python, --ssh-option and --install need --remote ssh://user@host")
+        remote = Remote(url, python=remote_python or target.python, options=list(ssh_options), install=install)
+    reports = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"bench on {remote.url if remote else target.name}", total=len(bundles))
+        for bundle in bundles:
+            reports.append(bench(bundle, target, remote=remote, **settings))
+            progress.advance(task)
+    if json_path:
+        report.write_json(reports, json_path)
+    if compare and plot:
+        report.compare_plot(reports, plot)
+    return reports
 
 
 def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | None, threads: int) -> dict:

@@ -83,7 +83,7 @@ def compare_plot(reports: list[dict], path: str | Path) -> Path:
     whisker = [max(r["p90_ms"] - r["p50_ms"], 0.0) for r in reports]
     figure, (latency_axis, size_axis) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(reports), 4.2))
     bars = latency_axis.bar(names, p50, yerr=[[0] * len(reports), whisker], capsize=4, color="#4c72b0")
-    latency_axis.bar_label(bars, fmt="%.1f", padding=2)
+    latency_axis.bar_label(bars, fmt="%.1f", label_type="center", color="white")
     latency_axis.set_ylabel("latency, ms (bar p50, whisker p90)")
     size_axis.bar(names, [r.get("model_bytes", 0) / 1e6 for r in reports], color="#55a868")
     size_axis.set_ylabel("model size, MB")
