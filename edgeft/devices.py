@@ -125,7 +125,8 @@ def profiles_table():
     from rich.table import Table
 
     grid = Table(title=f"device profiles ({DEVICES_DIR})")
-    for column in ("name", "cpu", "cores x GHz", "ISA", "RAM", "runtimes", "quantization", "fp32 / int8 GFLOP/s",
+    grid.add_column("name", no_wrap=True)
+    for column in ("cpu", "cores x GHz", "ISA", "RAM", "runtimes", "quantization", "fp32 / int8 GFLOP/s",
                    "GB/s", "budget"):
         grid.add_column(column)
     for name in list_profiles():
