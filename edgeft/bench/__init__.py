@@ -108,7 +108,7 @@ def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | Non
     host = load_profile(HOST)
     measured = measure_host(bundle, bench_args(CHECK_RUNS, 5, batch, seq_len, host.threads))
     cost = flops.count(flops.bundle_graph(bundle), batch, measured["seq_len"] or seq_len or 128)
-    calibration = roofline.calibrate(host.threads)
+    calibration = {**roofline.calibrate(host.threads), "gemm": roofline.gemm_efficiency(cost, host.threads)}
     host_estimate = roofline.estimate_ms(cost, host, host.threads, calibration)
     error_pct = (host_estimate["latency_ms"] - measured["p50_ms"]) / measured["p50_ms"] * 100
     result = roofline.estimate_ms(cost, target, threads, calibration)

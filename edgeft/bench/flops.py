@@ -39,6 +39,8 @@ class NodeCost:
     flops: float
     bytes: float
     precision: str
+    gemm: tuple[int, int, int, int] | None = None
+    """Matrix products: (batch, M, K, N) as the kernel sees it (a 2-D weight folds the batch into M)."""
 
 
 @dataclass
@@ -130,18 +132,29 @@ def _node_cost(node, shapes) -> NodeCost | None:
     in_bytes = sum(_size(dims) * _itemsize(kind) for dims, kind in known_ins)
     op = node.op_type
     precision = "int8" if op in INT8_OPS else ("fp16" if outs[0][1] == 10 else "fp32")
+    gemm = None
     if op in MATMUL_OPS:
         inner = _inner_dim(node, ins)
         if inner is None:
             return None
         flops = 2.0 * _size(outs[0][0]) * inner
+        gemm = _gemm_shape(node, ins, outs[0][0], inner)
     elif op in DATA_OPS:
         flops = 0.0
         if op == "Gather":
             in_bytes = out_bytes + sum(_size(dims) * _itemsize(kind) for dims, kind in known_ins[1:])
     else:
         flops = float(out_elems * ELEMENT_COST.get(op, 1))
-    return NodeCost(node.name or op, op, flops, float(in_bytes + out_bytes), precision)
+    return NodeCost(node.name or op, op, flops, float(in_bytes + out_bytes), precision, gemm)
+
+
+def _gemm_shape(node, ins, out: list[int], inner: int) -> tuple[int, int, int, int]:
+    rows = out[-2] if len(out) >= 2 else 1
+    batch = _size(out[:-2])
+    second = ins[1] if len(ins) > 1 else None
+    if node.op_type == "MatMulNBits" or (second is not None and len(second[0]) <= 2):
+        return (1, batch * rows, inner, out[-1])
+    return (batch, rows, inner, out[-1])
 
 
 def _inner_dim(node, ins) -> int | None:

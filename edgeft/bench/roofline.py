@@ -3,8 +3,9 @@
 Each node of the graph takes max(FLOPs / achievable compute, bytes / bandwidth) plus a per-node dispatch overhead
 (the runtime's cost of launching a kernel, which dominates small models on small inputs). The achievable compute
 is the profile's peak for the node's precision times an efficiency measured on the host: ONNX Runtime's achieved
-GFLOP/s on a large MatMul (fp32) and MatMulInteger (int8) divided by the host profile's nominal peak. The dispatch
-overhead is measured on the host (a chain of tiny Adds) and scaled by the clock ratio. The estimator's own error
+GFLOP/s divided by the host profile's nominal peak, for every matrix-product shape of the graph (MatMul for fp32,
+MatMulInteger for int8), and for a large 1024^3 product for the other nodes. The dispatch overhead is measured on
+the host (a chain of tiny Adds) and scaled by the clock ratio. The estimator's own error
 is then measured by estimating the host itself and comparing with a host measurement of the same bundle.
 """
 
@@ -26,12 +27,14 @@ def estimate_ms(cost: GraphCost, profile: DeviceProfile, threads: int, calibrati
         cost: per-node FLOPs and bytes at the benchmark's input shape.
         profile: the device (peaks per precision, bandwidth, clock, cores).
         threads: threads used; compute scales with min(threads, cores) / cores.
-        calibration: host calibration from `calibrate` (efficiency per precision, overhead per node).
+        calibration: host calibration from `calibrate` (efficiency per precision, overhead per node), with
+            `gemm` from `gemm_efficiency` (per matrix-product shape) where measured.
     """
     share = min(threads, profile.cores) / profile.cores
     compute_s = memory_s = 0.0
     for node in cost.nodes:
-        efficiency = calibration["efficiency"].get(node.precision, calibration["efficiency"]["fp32"])
+        efficiency = calibration.get("gemm", {}).get(gemm_key(node)) if node.gemm else None
+        efficiency = efficiency or calibration["efficiency"].get(node.precision, calibration["efficiency"]["fp32"])
         compute = node.flops / (profile.peak(node.precision) * 1e9 * share * efficiency)
         memory = node.bytes / (profile.memory_bandwidth_gbs * 1e9)
         if compute >= memory:
@@ -77,37 +80,66 @@ def _session(model, threads: int, optimize: bool = True):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _best_seconds(session, feeds: dict, repeats: int) -> float:
+def _median_seconds(session, feeds: dict, budget_s: float = 0.05) -> float:
+    """Median time of one run, over enough runs to fill about `budget_s` (5 to 200). The median, like the
+    bench's p50, sees the machine's present load."""
+    start = time.perf_counter()
     session.run(None, feeds)
-    best = float("inf")
-    for _ in range(repeats):
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(int(min(max(budget_s / max(first, 1e-6), 5), 200))):
         start = time.perf_counter()
         session.run(None, feeds)
-        best = min(best, time.perf_counter() - start)
-    return best
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def _matmul_gflops(threads: int, integer: bool, size: int = 1024, repeats: int = 8) -> float:
-    """Achieved GFLOP/s (GOP/s for int8) of one size^3 matrix product in ONNX Runtime."""
+@functools.lru_cache(maxsize=256)
+def _matmul_gflops(threads: int, integer: bool, gemm: tuple[int, int, int, int] = (1, 1024, 1024, 1024)) -> float:
+    """Achieved GFLOP/s (GOP/s for int8) of one matrix product of shape (batch, M, K, N) in ONNX Runtime:
+    a 2-D weight for batch 1 (a linear layer), two batched inputs otherwise (attention)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    batch, rows, inner, cols = gemm
     rng = np.random.default_rng(0)
+    lead = [batch] if batch > 1 else []
     if integer:
-        weight = rng.integers(-127, 128, (size, size), dtype=np.int8)
-        a = rng.integers(0, 256, (size, size), dtype=np.uint8)
-        node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
-        in_type, out_type = TensorProto.UINT8, TensorProto.INT32
+        a = rng.integers(0, 256, (*lead, rows, inner), dtype=np.uint8)
+        b = rng.integers(-127, 128, (*lead, inner, cols), dtype=np.int8)
+        op, in_type, b_type, out_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
     else:
-        weight = rng.standard_normal((size, size), dtype=np.float32)
-        a = rng.standard_normal((size, size), dtype=np.float32)
-        node = helper.make_node("MatMul", ["a", "w"], ["y"])
-        in_type, out_type = TensorProto.FLOAT, TensorProto.FLOAT
-    graph = helper.make_graph([node], "matmul", [helper.make_tensor_value_info("a", in_type, [size, size])],
-                              [helper.make_tensor_value_info("y", out_type, [size, size])],
-                              [numpy_helper.from_array(weight, "w")])
+        a = rng.standard_normal((*lead, rows, inner), dtype=np.float32)
+        b = rng.standard_normal((*lead, inner, cols), dtype=np.float32)
+        op, in_type, b_type, out_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("a", in_type, list(a.shape))]
+    feeds = {"a": a}
+    if batch > 1:
+        inputs.append(helper.make_tensor_value_info("b", b_type, list(b.shape)))
+        feeds["b"] = b
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "matmul", inputs,
+                              [helper.make_tensor_value_info("y", out_type, [*lead, rows, cols])],
+                              [] if batch > 1 else [numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    seconds = _best_seconds(_session(model, threads), {"a": a}, repeats)
-    return 2 * size**3 / seconds / 1e9
+    seconds = _median_seconds(_session(model, threads), feeds)
+    return 2 * batch * rows * inner * cols / seconds / 1e9
+
+
+def gemm_efficiency(cost: GraphCost, threads: int) -> dict[str, float]:
+    """Host-measured efficiency of every distinct matrix-product shape of the graph: achieved GFLOP/s at that
+    shape over the host's nominal peak. Small products (attention heads, batch 1) reach far less than a large one,
+    and about the same fraction of a device's peak as of the host's."""
+    host = load_profile(HOST)
+    share = min(threads, host.cores) / host.cores
+    result = {}
+    for node in cost.nodes:
+        if node.gemm and node.precision in ("fp32", "int8") and gemm_key(node) not in result:
+            achieved = _matmul_gflops(threads, node.precision == "int8", node.gemm)
+            result[gemm_key(node)] = achieved / (host.peak(node.precision) * share)
+    return result
+
+
+def gemm_key(node) -> str:
+    return f"{node.precision}:{'x'.join(str(d) for d in node.gemm)}"
 
 
 def _overhead_us(threads: int, nodes: int = 200) -> float:
@@ -120,5 +152,5 @@ def _overhead_us(threads: int, nodes: int = 200) -> float:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     # Unoptimised, so the chain is not folded into fewer kernels.
     session = _session(model, threads, optimize=False)
-    seconds = _best_seconds(session, {"x0": np.ones((1, 64), np.float32)}, 50)
+    seconds = _median_seconds(session, {"x0": np.ones((1, 64), np.float32)})
     return seconds / nodes * 1e6
