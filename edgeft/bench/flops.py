@@ -86,7 +86,7 @@ def count(model_path: str | Path, batch: int = 1, seq_len: int = 128) -> GraphCo
         import onnx
         from onnx import numpy_helper, shape_inference
     except ImportError as error:
-        raise missing_extra("FLOP counting from ONNX graphs", "export") from error
+        raise missing_extra("FLOP counting from ONNX graphs", "bench") from error
     model = onnx.load(str(model_path))
     for value in model.graph.input:
         for index, dim in enumerate(value.type.tensor_type.shape.dim):

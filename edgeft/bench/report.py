@@ -77,7 +77,7 @@ def compare_plot(reports: list[dict], path: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise missing_extra("bench --compare (the PNG chart)", "tune") from None
+        raise missing_extra("bench --compare (the PNG chart)", "bench") from None
     names = [f"{Path(r['bundle']).name}\n{r['target']}" for r in reports]
     p50 = [r["p50_ms"] for r in reports]
     whisker = [max(r["p90_ms"] - r["p50_ms"], 0.0) for r in reports]

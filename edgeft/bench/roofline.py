@@ -12,12 +12,14 @@ is then measured by estimating the host itself and comparing with a host measure
 from __future__ import annotations
 
 import functools
+import importlib.util
 import time
 
 import numpy as np
 
 from edgeft.bench.flops import GraphCost
 from edgeft.devices import HOST, DeviceProfile, load_profile
+from edgeft.errors import missing_extra
 
 
 def estimate_ms(cost: GraphCost, profile: DeviceProfile, threads: int, calibration: dict) -> dict:
@@ -58,6 +60,8 @@ def calibrate(threads: int) -> dict:
     Returns:
         {"efficiency": {"fp32": x, "int8": y}, "achieved_gflops": {...}, "overhead_us_per_node": z, "clock_ghz": c}
     """
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise missing_extra("The roofline estimate (host calibration)", "bench")
     host = load_profile(HOST)
     achieved = {"fp32": _matmul_gflops(threads, integer=False), "int8": _matmul_gflops(threads, integer=True)}
     share = min(threads, host.cores) / host.cores
