@@ -45,7 +45,18 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """High-water resident memory of this process, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """High-water resident memory of this process, MiB.
+
+    Linux: VmHWM of /proc/self/status, because ru_maxrss survives exec and so would report the launching
+    process's size (a bench started from a 500 MiB toolchain would show 500 MiB). Elsewhere ru_maxrss
+    (bytes on macOS, KiB on other systems).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
