@@ -12,6 +12,7 @@ from edgeft.models import CLASSIFIER_CONFIG
 
 RECIPE_LOCK = "recipe.lock.yaml"
 MERGED = "merged"
+CALIBRATION_TEXTS = 300  # enough for NNCF's activation statistics on a sentence encoder, seconds to collect
 
 
 @dataclass
@@ -48,8 +49,8 @@ def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[
     """Verification examples and calibration texts from the run's recipe.
 
     Returns:
-        (up to `count` (text, label) pairs sampled from the test split, or train when there is none;
-        up to `count` training texts for calibration; a description of where the examples came from).
+        (up to `count` (text, label) pairs sampled from the test split, topped up from train;
+        up to CALIBRATION_TEXTS training texts for calibration; a description of where the examples came from).
 
     Raises:
         EdgeftError: no recipe to take texts from.
@@ -63,10 +64,12 @@ def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[
         )
     recipe = read_lock(source.recipe)
     splits = load_splits(recipe.data, seed=recipe.training.seed)
-    name, split = ("test", splits.test) if splits.test is not None else ("train", splits.train)
-    examples = _sample(split, splits.labels, count, seed)
-    calibration = [text for text, _ in _sample(splits.train, splits.labels, count, seed + 1)]
-    return examples, calibration, f"{name} split of {source.recipe} ({recipe.data.test or recipe.data.train})"
+    # Test texts first; a small test split is topped up with training texts so verification sees `count` inputs.
+    examples = _sample(splits.test, splits.labels, count, seed) if splits.test is not None else []
+    from_test = len(examples)
+    examples += _sample(splits.train, splits.labels, count - from_test, seed)
+    calibration = [text for text, _ in _sample(splits.train, splits.labels, CALIBRATION_TEXTS, seed + 1)]
+    return examples, calibration, f"{from_test} test + {len(examples) - from_test} train texts of {source.recipe}"
 
 
 def read_lock(path: Path):

@@ -83,7 +83,7 @@ def test_run_folder_exports_with_its_recipe_texts_and_replaces_the_old_bundle(ru
     # assert
     manifest = json.loads((second / "manifest.json").read_text())
     assert first == second == run_dir / "bundles" / "onnx-fp32"
-    assert manifest["verification"]["n_inputs"] == 20 and "test split" in manifest["verification"]["inputs"]
+    assert manifest["verification"]["n_inputs"] == 20 and manifest["verification"]["inputs"].startswith("20 test + 0 train")
     assert manifest["verification"]["accuracy"] == manifest["verification"]["torch_accuracy"]
     assert manifest["source"]["recipe_lock_sha256"] and manifest["source"]["run_dir"] == str(run_dir)
     assert [p.name for p in (run_dir / "bundles").iterdir()] == ["onnx-fp32"]
