@@ -7,8 +7,8 @@ one that fails its tolerance is not written. The per-format writers and their qu
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -138,6 +138,7 @@ def export(
         verification = judge(compare(reference, candidate), precision, min_agreement)
         verification.update(_accuracies(examples, model.head_config.labels, reference, candidate))
         verification["inputs"] = inputs_from
+        verification["inputs_sha256"] = hashlib.sha256("\n".join(verify_texts).encode()).hexdigest()
         if not verification["passed"]:
             raise EdgeftError(_failure(format, precision, verification), exit_code=1)
         manifest["verification"] = verification
