@@ -166,3 +166,11 @@ def test_package_refuses_a_bad_name(bundle, tmp_path):
 
     with pytest.raises(EdgeftError, match="--name"):
         package(bundle, tmp_path, name="bad name!")
+
+
+def test_cli_predict_reads_texts_from_stdin(bundle):
+    result = CliRunner().invoke(main, ["predict", str(bundle), "-"], input=f"{TEXTS[0]}\n\n{TEXTS[1]}\n")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[1].endswith(TEXTS[1]) and lines[0].split("\t")[0] in LABELS
