@@ -52,13 +52,23 @@ def test_fresh_venv_without_torch_predicts_like_pytorch(tmp_path):
         timeout=60,
     )
 
+    command_line = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "edgeft_bundle_tiny", TEXTS[0], "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
     # assert
     assert result.returncode == 0, result.stderr
+    assert command_line.returncode == 0, command_line.stderr
     device = json.loads(result.stdout)
     model = load_classifier(tmp_path / "classifier")
     expected = softmax(torch_logits(model, load_tokenizer(tmp_path / "classifier"), TEXTS, 32))
     labels = [model.head_config.labels[i] for i in expected.argmax(axis=1)]
     assert device["heavy"] == []
+    assert json.loads(command_line.stdout)["label"] == labels[0]
     for run in ("path", "wheel"):
         assert [label for label, _ in device[run]] == labels
         np.testing.assert_allclose(np.array([p for _, p in device[run]]), expected, atol=1e-5)
