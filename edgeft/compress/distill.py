@@ -115,7 +115,9 @@ def _teacher_ids(tokenizer, teacher_tokenizer) -> torch.Tensor | None:
         return None
     missing = [token for token in student_vocab if token not in teacher_vocab]
     if missing:
-        raise EdgeftError(f"distill: {len(missing)} student tokens are not in the teacher's vocabulary, e.g. {missing[:5]}")
+        raise EdgeftError(
+            f"distill: {len(missing)} student tokens are not in the teacher's vocabulary, e.g. {missing[:5]}"
+        )
     lookup = torch.zeros(len(student_vocab), dtype=torch.long)
     for token, index in student_vocab.items():
         lookup[index] = teacher_vocab[token]

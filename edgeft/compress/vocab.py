@@ -100,5 +100,6 @@ def _rebuilt_tokenizer(tokenizer, state: dict, new_id: dict[int, int]):
         if key in processor:
             processor[key][1] = vocab[processor[key][0]]
     backend = Tokenizer.from_str(json.dumps(state))
-    settings = {k: v for k, v in tokenizer.init_kwargs.items() if k not in ("vocab_file", "tokenizer_file", "name_or_path")}
+    files = ("vocab_file", "tokenizer_file", "name_or_path")  # the new backend replaces what they point at
+    settings = {key: value for key, value in tokenizer.init_kwargs.items() if key not in files}
     return type(tokenizer)(tokenizer_object=backend, **settings)

@@ -10,7 +10,14 @@ from pydantic import ValidationError
 
 from edgeft.compress.prune import PruneConfig, prune
 from edgeft.errors import EdgeftError
-from edgeft.models import HeadConfig, SequenceClassifier, count_parameters, load_classifier, load_encoder, load_tokenizer
+from edgeft.models import (
+    HeadConfig,
+    SequenceClassifier,
+    count_parameters,
+    load_classifier,
+    load_encoder,
+    load_tokenizer,
+)
 from edgeft.training import model_logits, tokenize
 
 LABELS = ["card_lost", "transfer", "fees"]
