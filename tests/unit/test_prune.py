@@ -107,3 +107,23 @@ def test_bad_settings_are_rejected(data, tokenizer):
         PruneConfig(head=0.3)
     with pytest.raises(EdgeftError, match="prune.layers"):
         prune(tiny_classifier(), PruneConfig(layers=2), data, tokenizer)
+
+
+def test_pruned_model_exports_to_onnx_with_the_same_logits(data, tokenizer, tmp_path):
+    # setup: uneven heads per layer, sliced FFN
+    ort = pytest.importorskip("onnxruntime")
+    pruned = prune(tiny_classifier(), PruneConfig(heads=0.4, ffn=0.5), data, tokenizer)
+    example = tokenizer(["lost card", "send money to my account please"], padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask"]
+    # execute
+    torch.onnx.export(
+        pruned, tuple(example[name] for name in names), str(tmp_path / "model.onnx"), input_names=names,
+        output_names=["logits"], dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names}, dynamo=False,
+    )
+    # assert: on a batch of another shape
+    batch = tokenizer(["fee charge", "a much longer question about the extra cost of a transfer"], padding=True)
+    feed = {name: np.array(batch[name], dtype=np.int64) for name in names}
+    onnx_logits = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, feed)[0]
+    with torch.no_grad():
+        torch_logits = pruned(**{name: torch.from_numpy(array) for name, array in feed.items()}).numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-5)
