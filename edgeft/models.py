@@ -113,6 +113,9 @@ class HeadConfig:
 class SequenceClassifier(nn.Module):
     """Encoder + pooling (+ optional L2 normalisation and a fixed scale, a cosine classifier) + linear head."""
 
+    # The Trainer reads this when a checkpoint reloads with de-duplicated (aliased) tensors missing.
+    _keys_to_ignore_on_save = None
+
     def __init__(self, encoder: nn.Module, head_config: HeadConfig):
         super().__init__()
         self.encoder = encoder

@@ -181,12 +181,20 @@ def _suggestion(location: tuple) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
-    close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1, cutoff=0.5)
+    key = str(location[-1])
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.5)
+    close = close or sorted((f for f in model.model_fields if _abbreviates(key, f)), key=len)[:1]
     prefix = ".".join(str(part) for part in location[:-1])
     allowed = ", ".join(model.model_fields)
     if close:
         return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
     return f"; allowed: {allowed}"
+
+
+def _abbreviates(short: str, name: str) -> bool:
+    """`lr` abbreviates `learning_rate`: same first letter, the rest in order."""
+    rest = iter(name)
+    return bool(short) and short[0] == name[0] and all(char in rest for char in short)
 
 
 def dump_recipe(recipe: Recipe) -> str:

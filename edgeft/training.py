@@ -17,7 +17,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from edgeft.recipe import Recipe
 
@@ -54,6 +53,16 @@ class ClassifierTrainer(Trainer):
                 groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay
             )
         return self.optimizer
+
+
+    def _save(self, output_dir=None, state_dict=None):
+        # The classifier is a plain nn.Module; peft's prompt-learning wrappers alias the word embeddings, which
+        # `safetensors.save_file` (the Trainer's default here) rejects and `save_model` de-duplicates.
+        from safetensors.torch import save_model
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.model, os.path.join(output_dir, "model.safetensors"))
 
 
 class RichProgress(TrainerCallback):
@@ -174,9 +183,15 @@ def build_trainer(model, recipe: Recipe, tokenizer, tokenized: dict, folder: Pat
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest Trainer checkpoint under `folder/checkpoints`, if any."""
-    checkpoints = folder / "checkpoints"
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    """The newest complete Trainer checkpoint under `folder/checkpoints`, if any.
+
+    `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill is skipped.
+    """
+    complete = [
+        path for path in (folder / "checkpoints").glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
+    ]
+    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
 
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 
@@ -60,7 +62,9 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     output = Path(output or recipe.output_dir)
     partial = output.parent / f".{output.name}.partial"
     recipe_hash = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()
-    _prepare(output, partial, recipe_hash, resume, overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the run folder
+        _prepare(output, partial, recipe_hash, resume, overwrite)
+    datasets.disable_progress_bars()
 
     torch.manual_seed(recipe.training.seed)
     splits = load_splits(recipe.data, recipe.training.seed)

@@ -1,0 +1,149 @@
+"""`edgeft bench`: a bundle's latency measured on the host, on a device over SSH, or estimated by a roofline.
+
+Every report says where its numbers came from (`source`): `measured:host (<cpu>)`, `measured:ssh://...`, or
+`estimated (host error ±x%)`, the last with the estimator's error measured on this host for the same bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeft.bench import flops, roofline
+from edgeft.bench.measure import Remote, bench_args, measure_host, measure_remote
+from edgeft.devices import HOST, DeviceProfile, load_profile
+from edgeft.errors import EdgeftError
+
+__all__ = ["bench", "bench_many", "Remote"]
+
+# The host measurement that an estimated report uses to measure the estimator's error: its runs, and one thread,
+# because on a shared or oversubscribed host every multi-threaded op waits for a descheduled worker (2 threads ran
+# MiniLM 2x slower than 1 here), which says nothing about the estimator.
+CHECK_RUNS = 30
+CHECK_THREADS = 1
+
+
+def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: int = 100, warmup: int = 10,
+          batch: int = 1, seq_len: int | None = None, threads: int | None = None,
+          remote: str | Remote | None = None) -> dict:
+    """Benchmark one bundle for one device.
+
+    Measured on the host when the profile is `host`; over SSH when `remote` is given (or the profile has `ssh`);
+    otherwise estimated from the graph's FLOPs and bytes with the profile's peaks, calibrated on the host.
+
+    Args:
+        bundle: a bundle folder from `edgeft export`.
+        profile: a device name, a profile YAML path, or a loaded DeviceProfile.
+        runs: timed runs after warm-up.
+        warmup: untimed runs before timing.
+        batch: texts per call.
+        seq_len: tokens per text; None uses the bundle's reference texts at their real lengths.
+        threads: inference threads; None uses the profile's default.
+        remote: `ssh://user@host[:port]` or a Remote with options.
+
+    Returns:
+        The report: p50_ms, p90_ms, p99_ms, mean_ms, throughput_per_s, load_ms, first_inference_ms, peak_rss_mb,
+        model_bytes, source, runtime_versions, target, ... (estimated reports add `estimate` and `host_check`).
+    """
+    _check_inputs(bundle, runs, warmup, batch, seq_len, threads)
+    bundle = Path(bundle).expanduser().resolve()
+    target = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    threads = threads or target.threads
+    remote = remote or (Remote(target.ssh, python=target.python) if target.ssh else None)
+    if isinstance(remote, str):
+        remote = Remote(remote, python=target.python)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    args = bench_args(runs, warmup, batch, seq_len, threads)
+    if remote is not None:
+        report = measure_remote(bundle, remote, args, manifest.get("format", "onnx"))
+        report["source"] = f"measured:{remote.url} ({report['machine']['cpu']})"
+    elif target.name == HOST:
+        report = measure_host(bundle, args)
+        report["source"] = f"measured:host ({report['machine']['cpu']})"
+    else:
+        report = estimate(bundle, target, batch, seq_len, threads)
+    report.update(bundle=str(bundle), target=target.name, threads=threads,
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.setdefault("model_bytes", sum(entry.get("bytes", 0) for name, entry in manifest.get("files", {}).items()
+                                         if name.startswith("model.")))
+    return report
+
+
+def bench_many(bundles: list[str | Path], profile: str | Path = HOST, compare: bool = False,
+               remote: str | None = None, remote_python: str | None = None, ssh_options: list[str] = (),
+               install: Path | None = None, json_path: Path | None = None, plot: Path | None = None,
+               **settings) -> list[dict]:
+    """What `edgeft bench` does: bench each bundle (one, or several with `compare`), then write the JSON and,
+    when comparing, the PNG chart. `settings` are bench()'s runs, warmup, batch, seq_len and threads."""
+    from rich.progress import Progress
+
+    from edgeft.bench import report
+
+    if len(bundles) > 1 and not compare:
+        raise EdgeftError(f"got {len(bundles)} bundles; pass --compare to bench several side by side")
+    target = load_profile(profile)
+    if remote or remote_python or ssh_options or install:
+        url = remote or target.ssh
+        if not url:
+            raise EdgeftError("--remote-python, --ssh-option and --install need --remote ssh://user@host")
+        remote = Remote(url, python=remote_python or target.python, options=list(ssh_options), install=install)
+    reports = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"bench on {remote.url if remote else target.name}", total=len(bundles))
+        for bundle in bundles:
+            reports.append(bench(bundle, target, remote=remote, **settings))
+            progress.advance(task)
+    if json_path:
+        report.write_json(reports, json_path)
+    if compare and plot:
+        report.compare_plot(reports, plot)
+    return reports
+
+
+def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | None, threads: int) -> dict:
+    """Roofline estimate for `target`, with the estimator's error measured on the host for the same bundle.
+
+    The host measurement (the bundle's own runtime, CHECK_RUNS runs) fixes the real sequence length, gives the
+    peak RSS (the same runtime and model on the device hold about the same memory), and is compared with the
+    estimator's prediction for the host: that relative error is printed with every estimate.
+    """
+    graph = flops.bundle_graph(bundle)
+    host = load_profile(HOST)
+    measured = measure_host(bundle, bench_args(CHECK_RUNS, 5, batch, seq_len, CHECK_THREADS))
+    cost = flops.count(graph, batch, measured["seq_len"] or seq_len or 128)
+    calibration = {**roofline.calibrate(CHECK_THREADS), "gemm": roofline.gemm_efficiency(cost, CHECK_THREADS)}
+    host_estimate = roofline.estimate_ms(cost, host, CHECK_THREADS, calibration)
+    error_pct = (host_estimate["latency_ms"] - measured["p50_ms"]) / measured["p50_ms"] * 100
+    result = roofline.estimate_ms(cost, target, threads, calibration)
+    latency = result["latency_ms"]
+    # The roofline gives one time; the tail is the bundle's runtime's own spread, as measured on the host.
+    tail = {key: latency * measured[key] / measured["p50_ms"] for key in ("p90_ms", "p99_ms", "mean_ms")}
+    return {
+        "p50_ms": latency, **tail,
+        "throughput_per_s": batch * 1e3 / tail["mean_ms"],
+        "peak_rss_mb": measured["peak_rss_mb"],
+        "model_bytes": measured.get("model_bytes"),
+        "batch": batch, "seq_len": measured["seq_len"], "format": measured.get("format"),
+        "precision": measured.get("precision"), "runtime_versions": measured.get("runtime_versions", {}),
+        "source": f"estimated (host error {error_pct:+.0f}%)",
+        "estimate": {**result, "gflops": cost.flops / 1e9, "gflops_by_precision":
+                     {name: value / 1e9 for name, value in cost.flops_by("precision").items()},
+                     "mbytes_moved": cost.bytes / 1e6, "nodes": len(cost.nodes), "uncounted_ops": cost.uncounted,
+                     "calibration": calibration},
+        "host_check": {"measured_p50_ms": measured["p50_ms"], "estimated_ms": host_estimate["latency_ms"],
+                       "error_pct": error_pct, "cpu": measured["machine"]["cpu"], "threads": CHECK_THREADS},
+    }
+
+
+def _check_inputs(bundle: str | Path, runs: int, warmup: int, batch: int, seq_len: int | None,
+                  threads: int | None) -> None:
+    """Every problem with the arguments at once, before anything runs."""
+    problems = [] if (Path(bundle).expanduser() / "manifest.json").is_file() else [
+        f"{bundle}: not a bundle folder (no manifest.json); make one with `edgeft export`"]
+    problems += [f"--{name}: must be >= {low} (got {value})"
+                 for name, value, low in [("runs", runs, 1), ("warmup", warmup, 0), ("batch", batch, 1),
+                                          ("seq-len", seq_len, 3), ("threads", threads, 1)]
+                 if value is not None and value < low]
+    if problems:
+        raise EdgeftError(problems)

@@ -1,0 +1,130 @@
+"""Measure a bundle with the light runtime's timing loop, in a fresh process on the host or on a device over SSH.
+
+Both paths run the same `python -m edgeft.runtime.bench BUNDLE --json -`, so host and device numbers come from the
+same code and the peak RSS is that of a process holding one model. The remote path uses the system `ssh` and
+`scp`, so ~/.ssh/config, agents and jump hosts work as they do for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import edgeft
+from edgeft.errors import EdgeftError
+
+BENCH_MODULE = "edgeft.runtime.bench"
+# The pip extra that brings each format's runtime (see pyproject.toml).
+RUNTIME_EXTRA = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite-runtime"}
+
+
+@dataclass
+class Remote:
+    """A device reachable over SSH.
+
+    Attributes:
+        url: `ssh://user@host[:port]` (user and port optional; ~/.ssh/config applies).
+        python: the device's Python that has (or gets) the edgeft runtime.
+        options: extra options for both ssh and scp, e.g. `["-F", "ssh_config"]` or `["-i", "key"]`.
+        install: a wheel (from `edgeft package`) to install on the device before measuring.
+    """
+
+    url: str
+    python: str = "python3"
+    options: list[str] = field(default_factory=list)
+    install: Path | None = None
+
+    def __post_init__(self):
+        parsed = urlparse(self.url)
+        if parsed.scheme != "ssh" or not parsed.hostname:
+            raise EdgeftError(f"--remote: expected ssh://[user@]host[:port] (got {self.url!r})")
+        self.destination = f"{parsed.username}@{parsed.hostname}" if parsed.username else parsed.hostname
+        self.port = parsed.port
+
+    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        port = ["-p", str(self.port)] if self.port else []
+        return _run(["ssh", "-o", "BatchMode=yes", *port, *self.options, self.destination, command], check)
+
+    def copy(self, local: Path, remote_dir: str) -> None:
+        port = ["-P", str(self.port)] if self.port else []
+        _run(["scp", "-q", "-r", "-o", "BatchMode=yes", *port, *self.options, str(local),
+              f"{self.destination}:{remote_dir}/"], check=True)
+
+
+def bench_args(runs: int, warmup: int, batch: int, seq_len: int | None, threads: int | None) -> list[str]:
+    """Command-line options of the runtime's bench for these settings."""
+    args = ["--json", "-", "--runs", str(runs), "--warmup", str(warmup), "--batch", str(batch)]
+    args += ["--seq-len", str(seq_len)] if seq_len else []
+    return args + (["--threads", str(threads)] if threads else [])
+
+
+def measure_host(bundle: Path, args: list[str]) -> dict:
+    """Run the timing loop in a fresh Python process on this machine (the same interpreter and edgeft)."""
+    env = dict(os.environ)
+    # The child imports this very edgeft, wherever the parent found it (a source checkout included).
+    package_root = str(Path(edgeft.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", BENCH_MODULE, str(bundle), *args], capture_output=True,
+                            text=True, env=env)
+    return _report(result, "host")
+
+
+def measure_remote(bundle: Path, remote: Remote, args: list[str], bundle_format: str) -> dict:
+    """Copy the bundle to a temporary folder on the device, run the timing loop there, remove the folder."""
+    workdir = remote.ssh("mktemp -d /tmp/edgeft-bench.XXXXXX").stdout.strip()
+    try:
+        remote.copy(bundle, workdir)
+        if remote.install:
+            _install(remote, workdir, bundle_format)
+        command = [remote.python, "-m", BENCH_MODULE, f"{workdir}/{bundle.name}", *args]
+        result = remote.ssh(shlex.join(command), check=False)
+        if "No module named" in result.stderr:
+            extra = RUNTIME_EXTRA.get(bundle_format, "onnx")
+            raise EdgeftError(
+                f"{remote.url}: the device lacks the edgeft runtime ({_last_line(result.stderr)}); install it "
+                f"there with: {remote.python} -m pip install \"edgeft[{extra}]\" (or pass --install WHEEL with "
+                "the wheel from `edgeft package`)", exit_code=1)
+        return _report(result, remote.url)
+    finally:
+        remote.ssh(f"rm -rf {shlex.quote(workdir)}", check=False)
+
+
+def _install(remote: Remote, workdir: str, bundle_format: str) -> None:
+    wheel = Path(remote.install)
+    if not wheel.is_file() or wheel.suffix != ".whl":
+        raise EdgeftError(f"--install: {wheel} is not a wheel file")
+    remote.copy(wheel, workdir)
+    target = f"{workdir}/{wheel.name}[{RUNTIME_EXTRA.get(bundle_format, 'onnx')}]"
+    remote.ssh(shlex.join([remote.python, "-m", "pip", "install", "--quiet", target]))
+
+
+def _run(command: list[str], check: bool) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise EdgeftError(f"--remote needs the OpenSSH client ({command[0]} not found on PATH)") from None
+    if check and result.returncode != 0:
+        raise EdgeftError(f"{shlex.join(command[:1] + command[-2:])} failed (exit {result.returncode}): "
+                          f"{_last_line(result.stderr)}", exit_code=1)
+    return result
+
+
+def _report(result: subprocess.CompletedProcess, where: str) -> dict:
+    if result.returncode != 0:
+        lines = [line.removeprefix("error: ") for line in result.stderr.strip().splitlines() if line.strip()]
+        raise EdgeftError([f"bench on {where} failed (exit {result.returncode}):", *lines[-8:]], exit_code=1)
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise EdgeftError(f"bench on {where} printed no JSON report: {result.stdout[-300:]!r}", exit_code=1) from None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"

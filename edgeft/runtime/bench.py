@@ -1,0 +1,178 @@
+"""The timing loop `edgeft bench` runs on the host and on devices: `python -m edgeft.runtime bench BUNDLE --json -`.
+
+Only the standard library and numpy are imported here (plus the bundle's own runtime through
+`edgeft.runtime.load`), so the numbers are those of the light runtime a device runs, and the peak RSS is that of a
+process holding one model, not of a PyTorch toolchain. Like ONNX Runtime's perf test and TFLite's benchmark_model:
+load, one first inference, warm-up runs, then N timed runs of `Predictor.run` on pre-encoded real-length inputs
+(tokenization is not timed), reported as percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# Short, ordinary words that are one WordPiece token each in BERT-style uncased vocabularies, so a text of
+# n-2 of them encodes to exactly n tokens ([CLS] ... [SEP]).
+_WORDS = "my card payment was declined and i want to know why the money has not arrived yet".split()
+
+
+def sample_texts(batch: int, seq_len: int | None, manifest: dict) -> list[str]:
+    """Inputs to time: the bundle's own reference texts (real lengths), or texts of exactly `seq_len` tokens."""
+    if seq_len is None:
+        texts = list((manifest.get("self_check") or {}).get("texts") or [])
+        texts = texts or [" ".join(_WORDS[:12])]
+        return [texts[index % len(texts)] for index in range(batch)]
+    words = [_WORDS[index % len(_WORDS)] for index in range(max(seq_len - 2, 1))]
+    return [" ".join(words)] * batch
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/std/min/max of a list of latencies, in ms."""
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(values.mean()),
+            "std_ms": float(values.std()), "min_ms": float(values.min()), "max_ms": float(values.max())}
+
+
+def peak_rss_mb() -> float:
+    """High-water resident memory of this process, MiB.
+
+    Linux: VmHWM of /proc/self/status, because ru_maxrss survives exec and so would report the launching
+    process's size (a bench started from a 500 MiB toolchain would show 500 MiB). Elsewhere ru_maxrss
+    (bytes on macOS, KiB on other systems).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch: int = 1,
+            seq_len: int | None = None) -> dict:
+    """Time one model: load, first inference, warm-up, then `runs` timed calls of `Predictor.run`.
+
+    Args:
+        load: returns a Predictor (`encode`, `run`, `manifest`, `runtime_versions`; loaded without its
+            self-check, which runs after the timings); its time is the load time.
+        runs: timed runs after warm-up.
+        warmup: untimed runs after the first inference (caches, thread pools, lazy kernel selection).
+        batch: texts per call.
+        seq_len: tokens per text; None uses the bundle's reference texts at their real lengths.
+
+    Returns:
+        The report: latency percentiles (ms), throughput (items/s), load and first-inference time, peak RSS,
+        input shape, runtime versions and the machine it ran on.
+    """
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    predictor = load()
+    load_ms = (time.perf_counter() - start) * 1e3
+    # The bundle's self-check runs after the first inference so that it does not warm the timed one.
+    manifest = dict(getattr(predictor, "manifest", {}) or {})
+    encoded = predictor.encode(sample_texts(batch, seq_len, manifest))
+    start = time.perf_counter()
+    predictor.run(encoded)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        predictor.run(encoded)
+    latencies = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        predictor.run(encoded)
+        latencies.append((time.perf_counter_ns() - start) / 1e6)
+    stats = percentiles(latencies)
+    has_check = bool(manifest.get("self_check")) and callable(getattr(predictor, "self_check", None))
+    problem = predictor.self_check() if has_check else None
+    shape = list(next(iter(encoded.values())).shape)
+    return {
+        **stats,
+        "throughput_per_s": batch * 1e3 / stats["mean_ms"],
+        "load_ms": load_ms,
+        "first_inference_ms": first_ms,
+        "peak_rss_mb": peak_rss_mb(),
+        "baseline_rss_mb": rss_before,
+        "runs": runs,
+        "warmup": warmup,
+        "batch": batch,
+        "seq_len": shape[-1] if len(shape) > 1 else None,
+        "input_shape": shape,
+        "self_check": (problem or "passed") if has_check else "none in bundle",
+        "format": manifest.get("format"),
+        "precision": manifest.get("precision"),
+        "runtime_versions": dict(getattr(predictor, "runtime_versions", {}) or {}),
+        "machine": machine_info(),
+    }
+
+
+def machine_info() -> dict:
+    """Where the numbers were taken: host name, CPU, cores, OS, Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Hardware")):
+                cpu = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def model_bytes(bundle: Path) -> int:
+    """Bytes of the model files in a bundle (weights and graph; tokenizer and manifest excluded)."""
+    return sum(path.stat().st_size for path in bundle.iterdir()
+               if path.is_file() and path.name.startswith("model."))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edgeft.runtime bench BUNDLE [--runs N] [--warmup N] [--batch N] [--seq-len N] [--threads N]
+    [--json FILE|-]`: prints a short summary, or the JSON report to a file or stdout (`-`)."""
+    parser = argparse.ArgumentParser(prog="python -m edgeft.runtime bench", description=main.__doc__)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, help="write the report here; - for stdout")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.seq_len is not None and args.seq_len < 3):
+        parser.error("--runs and --batch must be >= 1, --warmup >= 0, --seq-len >= 3")
+    from edgeft.errors import EdgeftError
+    from edgeft.runtime import load
+
+    try:
+        report = measure(lambda: load(args.bundle, threads=args.threads, self_check=False), args.runs,
+                         args.warmup, args.batch, args.seq_len)
+    except EdgeftError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return error.exit_code
+    report["threads"] = args.threads
+    report["model_bytes"] = model_bytes(args.bundle)
+    if args.json == "-":
+        print(json.dumps(report))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    else:
+        print(f"p50 {report['p50_ms']:.2f} ms  p90 {report['p90_ms']:.2f} ms  p99 {report['p99_ms']:.2f} ms  "
+              f"{report['throughput_per_s']:.1f}/s  peak RSS {report['peak_rss_mb']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, write_recipe
+
+from edgeft.errors import EdgeftError
+from edgeft.models import load_classifier
+from edgeft.recipe import validate_recipe
+from edgeft.tune import tune
+
+RUN_FILES = {"adapter", "merged", "metrics.json", "recipe.lock.yaml", "train_log.jsonl", "curves.png",
+             "confusion.png", "README.md"}
+
+
+def test_lora_tune_writes_complete_run(tiny_recipe, tmp_path):
+    # execute
+    run = tune(validate_recipe(tiny_recipe))
+    # assert
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert not (tmp_path / ".run.partial").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["labels"] == ["card_lost", "fees", "transfer"]
+    for key in ("accuracy", "macro_f1", "per_class"):
+        assert key in metrics["test"] and key in metrics["validation"]
+    assert metrics["test"]["rows"] == 30
+    assert 0 < metrics["params"]["trainable"] < metrics["params"]["total"]
+    assert metrics["merge"]["max_abs_diff"] < 1e-4
+    assert metrics["train"]["seconds"] > 0 and metrics["train"]["samples_per_second"] > 0
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    assert not list(run.rglob("*.bin")) and not list(run.rglob("*.pt"))
+    assert any("loss" in json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines())
+
+
+@pytest.mark.parametrize("kind", ["dora", "ia3", "full", "head-only"])
+def test_methods_train_and_merge(tiny_recipe, kind):
+    tiny_recipe["method"]["kind"] = kind
+    tiny_recipe["training"]["epochs"] = 1
+    run = tune(validate_recipe(tiny_recipe))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["merge"]["supported"] and metrics["merge"]["max_abs_diff"] < 1e-4
+    trainable, total = metrics["params"]["trainable"], metrics["params"]["total"]
+    assert (trainable == total) if kind == "full" else (trainable < total)
+    if kind == "head-only":
+        assert trainable == 32 * 3 + 3  # hidden 32 x 3 labels + bias
+
+
+@pytest.mark.parametrize("kind", ["prefix", "ptuning-v2"])
+def test_prefix_methods_train_but_do_not_merge(tiny_recipe, kind):
+    tiny_recipe["method"]["kind"] = kind
+    tiny_recipe["training"]["epochs"] = 1
+    run = tune(validate_recipe(tiny_recipe))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["merge"]["supported"] is False and "virtual tokens" in metrics["merge"]["reason"]
+    assert not (run / "merged").exists() and (run / "adapter" / "adapter_config.json").exists()
+
+
+def test_merged_model_reloads_to_the_same_predictions(tiny_recipe):
+    run = tune(validate_recipe(tiny_recipe))
+    model = load_classifier(run / "merged")
+    ids = torch.tensor([[101, 2000, 2001, 102]])
+    logits = model(ids, torch.ones_like(ids))
+    assert logits.shape == (1, 3)
+    assert model.head_config.pooling == "cls" and model.head_config.max_length == 32
+
+
+def test_existing_output_is_kept_without_overwrite(tiny_recipe):
+    recipe = validate_recipe(tiny_recipe)
+    run = tune(recipe)
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(EdgeftError, match="already exists; pass --overwrite"):
+        tune(recipe)
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
+    tune(recipe, overwrite=True)
+    assert (run / "metrics.json").stat().st_mtime_ns != stamp
+
+
+def test_failed_run_leaves_no_run_folder(tiny_recipe, tmp_path):
+    tiny_recipe["data"]["test"] = str(tmp_path / "missing.csv")
+    with pytest.raises(EdgeftError):
+        tune(validate_recipe(tiny_recipe))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_checkpoint_is_refused(tiny_recipe):
+    with pytest.raises(EdgeftError, match="nothing to resume"):
+        tune(validate_recipe(tiny_recipe), resume=True)
+
+
+def _edgeft(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edgeft", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_resume_after_sigkill_reaches_the_same_total_steps(tiny_recipe, tmp_path):
+    # setup: many short steps, a checkpoint every 20
+    tiny_recipe["training"].update(max_steps=160, eval_steps=20, batch_size=4, early_stopping_patience=None)
+    path = write_recipe(tiny_recipe, tmp_path / "r.yaml")
+    partial = tmp_path / ".run.partial" / "checkpoints"
+    # execute: kill as soon as one checkpoint is complete, then resume
+    process = _edgeft("tune", str(path))
+    deadline = time.time() + 120
+    while not list(partial.glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "run").exists()
+    resumed = _edgeft("tune", str(path), "--resume")
+    output = resumed.communicate(timeout=300)[0]
+    # assert
+    assert resumed.returncode == 0, output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 160
+    assert {"test", "validation", "merge", "params"} <= set(metrics)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in logged if "eval_accuracy" in r} >= {20, 160}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tiny_recipe, tmp_path):
+    tiny_recipe["training"]["epochs"] = 1
+    path = write_recipe(tiny_recipe, tmp_path / "r.yaml")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    result = subprocess.run([*torchrun, "-m", "edgeft", "tune", str(path)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # 96 training rows, batch 8 per process, 2 processes: 6 steps per epoch instead of 12
+    assert metrics["train"]["steps"] == 6
+    assert metrics["test"]["rows"] == 30
