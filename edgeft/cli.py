@@ -192,3 +192,74 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, ru
     for path in (json_path, plot if compare else None):
         if path:
             click.echo(f"wrote {path}")
+
+
+# --- export / runtime (issue 3) ---
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "format_", required=True, help="onnx, openvino or tflite.")
+@click.option("--precision", default="fp32", show_default=True,
+              help="onnx: fp32|int8|int4; openvino: fp32|fp16|int8|int8-weights|int4; tflite: fp32|int8.")
+@click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")
+@click.option("--min-agreement", default=0.9, show_default=True, help="Top-1 agreement with PyTorch a quantized bundle needs.")
+@click.option("--samples", default=256, show_default=True, help="Test texts of the run's recipe to verify on.")
+def export_command(run_dir, format_, precision, output, min_agreement, samples):
+    """Export RUN_DIR (a tune run or a classifier folder) to a verified bundle.
+
+    The bundle is run in its own runtime on real test texts and compared with the PyTorch model; one that misses
+    its tolerance is not written (fp32: 100% top-1 agreement; quantized: --min-agreement).
+
+    Example usage:
+
+        edgeft export runs/banking77-minilm-lora --format onnx --precision int8
+    """
+    from edgeft.export import export
+
+    folder = run_stage(
+        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples
+    )
+    verification = json.loads((folder / "manifest.json").read_text())["verification"]
+    click.echo(
+        f"bundle: {folder}  (top-1 agreement {verification['top1_agreement']:.2%}, "
+        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} inputs)"
+    )
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@click.option("--top-k", default=1, show_default=True, help="Also show the next labels.")
+@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+@click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
+def predict(bundle, texts, as_json, top_k, threads, no_self_check):
+    """Classify TEXTS with a bundle, using only the light runtime ("-" reads texts from stdin).
+
+    Example usage:
+
+        edgeft predict runs/banking77-minilm-lora/bundles/onnx-int8 "my card has not arrived" --json
+    """
+    from edgeft.runtime.predict import predict_texts, render
+
+    records = run_stage(predict_texts, bundle, list(texts), threads, top_k, "warn" if no_self_check else True)
+    click.echo(render(records, as_json))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True, help="Wheel folder.")
+@click.option("--name", help="Distribution name (default: edgeft-bundle-<run>-<format>-<precision>).")
+@click.option("--version", "version_", default="0.1.0", show_default=True, help="Wheel version.")
+def package(bundle, output, name, version_):
+    """Build a wheel holding BUNDLE that depends on the light runtime; `load()` on the device needs no path.
+
+    Example usage:
+
+        edgeft package runs/banking77-minilm-lora/bundles/onnx-int8 --output dist/
+    """
+    from edgeft.package import package as build_wheel
+
+    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_)
+    click.echo(f"wheel: {wheel}")
