@@ -66,6 +66,67 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
     click.echo(f"run folder: {folder}")
 
 
+# --- compress (issue 5) ---
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", default="host", show_default=True, help="Device profile name or YAML path.")
+@click.option("--prune", "prune_levels", multiple=True, metavar="heads=F,ffn=F,layers=N",
+              help="A pruning level to try (repeatable); replaces the recipe's levels. --prune none: no pruning.")
+@click.option("--no-vocab", is_flag=True, help="Skip vocabulary pruning.")
+@click.option("--no-distill", is_flag=True, help="Skip distillation of the pruned students.")
+@click.option("--distill-epochs", type=float, help="Distillation epochs per student.")
+@click.option("--formats", help="Comma-separated export formats (default: the target's runtimes).")
+@click.option("--precisions", help="Comma-separated precisions per format (default: fp32,int8).")
+@click.option("--budget-ms", type=float, help="Latency budget, p50 ms (default: the profile's).")
+@click.option("--max-accuracy-drop", type=float, help="Largest accepted accuracy loss, e.g. 0.01 for one point.")
+@click.option("--objective", type=click.Choice(["accuracy", "latency"]), help="What `best` maximises within budget.")
+@click.option("--eval-rows", type=int, help="Test rows per candidate (default: the whole test split).")
+@click.option("--runs", type=int, help="Timed runs per candidate.")
+@click.option("--remote", help="Measure latency on the device over SSH: ssh://user@host[:port].")
+@click.option("--output", type=click.Path(path_type=Path), help="Output folder (default RUN_DIR/compress/<target>).")
+@click.option("--print-config", is_flag=True, help="Print the resolved chain configuration and stop.")
+def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs, formats, precisions, budget_ms,
+             max_accuracy_drop, objective, eval_rows, runs, remote, output, print_config):
+    """Prune, distill, quantize and export RUN_DIR for a target; measure every candidate and pick the best.
+
+    Example usage:
+
+        edgeft compress runs/banking77-minilm-lora --target rpi4
+        edgeft compress runs/quickstart --target host --prune heads=0.3,ffn=0.4 --budget-ms 5
+    """
+    require("export", "edgeft compress", "torch", "onnx", "onnxruntime")
+    import yaml
+
+    from edgeft import compress as compress_stage
+    from edgeft.compress.config import parse_prune
+
+    base = run_stage(compress_stage.resolve_config, run_dir)
+    overrides = {key: value for key, value in {
+        "formats": formats and formats.split(","), "precisions": precisions and precisions.split(","),
+        "budget_ms": budget_ms, "max_accuracy_drop": max_accuracy_drop, "objective": objective,
+        "eval_rows": eval_rows, "bench": runs and {**base.bench.model_dump(), "runs": runs},
+    }.items() if value is not None}
+    if prune_levels:
+        none = prune_levels == ("none",)
+        overrides["prune"] = [] if none else [run_stage(parse_prune, text).model_dump() for text in prune_levels]
+    if no_vocab:
+        overrides["vocab"] = None
+    if no_distill:
+        overrides["distill"] = None
+    elif distill_epochs and base.distill:
+        overrides["distill"] = {**base.distill.model_dump(), "epochs": distill_epochs}
+    config = run_stage(compress_stage.resolve_config, run_dir, overrides)
+    if print_config:
+        click.echo(yaml.safe_dump({"compress": config.model_dump(mode="json")}, sort_keys=False))
+        return
+    folder = run_stage(compress_stage.compress, run_dir, target, config, remote=remote, output=output)
+    summary = json.loads((folder / "candidates.json").read_text())["summary"]
+    click.echo(f"report: {folder / 'report.md'}")
+    click.echo(f"best: {folder / 'best'} ({summary['best']}: {summary['reason']})" if summary["best"]
+               else f"no best candidate: {summary['reason']}")
+
+
+
 # --- devices / bench (issue 4) ---
 @main.group(invoke_without_command=True)
 @click.pass_context

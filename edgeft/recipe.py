@@ -142,7 +142,7 @@ def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as error:
-        raise EdgeftError([f"{source}: {line}" for line in _describe(error)]) from None
+        raise EdgeftError([f"{source}: {line}" for line in describe_errors(error)]) from None
 
 
 def _apply_override(raw: dict, item: str) -> list[str]:
@@ -159,12 +159,13 @@ def _apply_override(raw: dict, item: str) -> list[str]:
     return []
 
 
-def _describe(error: ValidationError) -> list[str]:
+def describe_errors(error: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
+    """One `field.path: problem (got value)` line per pydantic error, with a suggestion for unknown fields."""
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown field{_suggestion(item['loc'])}")
+            lines.append(f"{where}: unknown field{_suggestion(item['loc'], root or Recipe)}")
         elif item["type"] == "missing":
             lines.append(f"{where}: required field is missing")
         else:
@@ -174,8 +175,7 @@ def _describe(error: ValidationError) -> list[str]:
     return lines
 
 
-def _suggestion(location: tuple) -> str:
-    model: type[BaseModel] = Recipe
+def _suggestion(location: tuple, model: type[BaseModel]) -> str:
     for part in location[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
