@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from edgeft.compress.distill import DistillConfig
 from edgeft.compress.prune import PruneConfig
 from edgeft.compress.vocab import VocabConfig
 from edgeft.errors import EdgeftError
-from edgeft.recipe import Strict
+from edgeft.export import PRECISIONS
+from edgeft.recipe import Strict, describe_errors
 
 Format = Literal["onnx", "openvino", "tflite"]
-# What each backend offers directly; quantized ones come from edgeft.export's per-backend quantizers.
-FORMAT_PRECISIONS = {
-    "onnx": ["fp32", "int8", "int4"],
-    "openvino": ["fp32", "fp16", "int8", "int8-weights", "int4"],
-    "tflite": ["fp32", "int8"],
-}
 # Precisions tried by default: fp32 as the format's own reference, the int8 each backend does best.
 DEFAULT_PRECISIONS = {"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"], "tflite": ["fp32", "int8"]}
 
@@ -64,7 +59,7 @@ class CompressConfig(Strict):
 
     def precisions_for(self, format: str) -> list[str]:
         wanted = self.precisions or DEFAULT_PRECISIONS[format]
-        return [precision for precision in wanted if precision in FORMAT_PRECISIONS[format]]
+        return [precision for precision in wanted if precision in PRECISIONS[format]]
 
 
 def parse_prune(text: str) -> PruneConfig:
@@ -75,4 +70,7 @@ def parse_prune(text: str) -> PruneConfig:
         if not sep:
             raise EdgeftError(f"--prune: expected key=value pairs like heads=0.3,ffn=0.4 (got {item!r})")
         fields[key.strip()] = value.strip()
-    return PruneConfig.model_validate(fields)
+    try:
+        return PruneConfig.model_validate(fields)
+    except ValidationError as error:
+        raise EdgeftError([f"--prune {text}: {line}" for line in describe_errors(error, PruneConfig)]) from None
