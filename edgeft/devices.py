@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 
 from edgeft.errors import EdgeftError
 
-DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
+# A source checkout keeps the profiles in `devices/` at its root; a wheel installs them as data files.
+_CHECKOUT_DEVICES = Path(__file__).resolve().parent.parent / "devices"
+DEVICES_DIR = _CHECKOUT_DEVICES if _CHECKOUT_DEVICES.is_dir() else Path(sys.prefix) / "share" / "edgeft" / "devices"
 HOST = "host"
 
 Isa = Literal["neon", "dotprod", "i8mm", "fp16", "sve", "avx2", "fma", "avx512", "vnni", "bf16", "amx"]
