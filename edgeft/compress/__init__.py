@@ -4,7 +4,7 @@ The chain: build students from the tuned model (structured pruning, vocabulary p
 `chain.PASSES`), export every model to every format and precision the target suits (quantizing per backend,
 verified against PyTorch), measure each candidate's accuracy in its own runtime on the test split and its latency
 for the target, then draw the Pareto front and pick within the budget. Written atomically to
-`RUN_DIR/compress/<target>/`.
+`RUN_DIR/compress/<target>/`; the students are cached in `RUN_DIR/compress/models/` for every target.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
     examples = _examples(splits.test, splits.labels, config.eval_rows, recipe.training.seed)
     calibration = list(splits.train.shuffle(seed=recipe.training.seed)["text"][:300])
     bench_texts = [text for text, _ in examples[:BENCH_TEXTS]]
-    variants = build_variants(source.model_dir, config, splits, work)
+    variants = build_variants(source.model_dir, config, splits, source.run_dir / "compress" / "models")
     formats = config.formats or list(profile.runtimes)
     plan = [(v, f, p) for v in variants for f in formats for p in config.precisions_for(f)]
     if (ORT_INT8_REFERENCE[1] not in formats or "int8" not in config.precisions_for("onnx")):
@@ -189,7 +189,6 @@ def _write(work: Path, output: Path, summary: dict, rows: list[dict]) -> None:
         shutil.copytree(best["bundle"], work / "best")
     plot_pareto(rows, summary["budget_ms"], work / "pareto.png", f"{Path(summary['run']).name} on {summary['target']}")
     write_report(work / "report.md", summary, rows)
-    shutil.rmtree(work / "distill", ignore_errors=True)
     final_bundles = str(output / "bundles")
     for row in rows:  # paths as they will be once the folder is in place
         row["bundle"] = row["bundle"].replace(str(work / "bundles"), final_bundles)

@@ -25,8 +25,9 @@ def test_compress_host_end_to_end(tiny_run):
     # assert
     assert result.exit_code == 0, result.output
     folder = tiny_run / "compress" / "host"
-    assert {"candidates.json", "best", "pareto.png", "report.md", "bundles", "models"} <= {
-        p.name for p in folder.iterdir()}
+    assert {"candidates.json", "best", "pareto.png", "report.md", "bundles"} <= {p.name for p in folder.iterdir()}
+    students = sorted(p.name.rsplit("-", 1)[0] for p in (tiny_run / "compress" / "models").iterdir())
+    assert students == ["pruned1", "pruned1-distilled", "vocab"]
     data = json.loads((folder / "candidates.json").read_text())
     rows = {row["name"]: row for row in data["candidates"]}
     assert set(rows) == {"pytorch-fp32-eager", *(f"{model}-onnx-{precision}" for model in
@@ -42,7 +43,14 @@ def test_compress_host_end_to_end(tiny_run):
     summary = data["summary"]
     assert summary["best"] in rows and (folder / "best" / "manifest.json").exists()
     assert "Compression report" in (folder / "report.md").read_text()
-    assert not list(tiny_run.glob("compress/.*"))
+    assert not list(tiny_run.glob("compress/.*")) and not list(tiny_run.glob("compress/models/.*"))
+    # execute again for another target: the students are reused, not rebuilt
+    stamps = {p: p.stat().st_mtime_ns for p in (tiny_run / "compress" / "models").rglob("model.safetensors")}
+    result = CliRunner().invoke(main, [
+        "compress", str(tiny_run), "--target", "host", "--prune", "heads=0.5,ffn=0.5", "--formats", "onnx",
+        "--precisions", "int8", "--distill-epochs", "1", "--runs", "5", "--output", str(tiny_run / "again")])
+    assert result.exit_code == 0, result.output
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tiny_run / "compress" / "models").rglob("model.safetensors")}
 
 
 def test_print_config_shows_resolved_chain(tiny_run):
