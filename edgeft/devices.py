@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from edgeft.errors import EdgeftError
+from edgeft.recipe import describe_errors, read_yaml_mapping
 
 # A source checkout keeps the profiles in `devices/` at its root; a wheel installs them as data files.
 _CHECKOUT_DEVICES = Path(__file__).resolve().parent.parent / "devices"
@@ -93,14 +94,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         if not path.is_file():
             raise EdgeftError(f"--target: unknown device {text!r}; known: {', '.join(list_profiles())} "
                               "(or a path to a profile .yaml)")
-    if not path.is_file():
-        raise EdgeftError(f"{path}: no such device profile file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise EdgeftError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise EdgeftError(f"{path}: a device profile is a mapping of fields (got {type(raw).__name__})")
+    raw = read_yaml_mapping(path, "device profile")
     if raw.get("name") == HOST:
         raw = {**detect_host(), **{key: value for key, value in raw.items() if value != "auto"}}
     return validate_profile(raw, source=str(path))
@@ -111,13 +105,7 @@ def validate_profile(raw: dict, source: str = "profile") -> DeviceProfile:
     try:
         profile = DeviceProfile.model_validate(raw)
     except ValidationError as error:
-        lines = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
-            shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {item.get('input')!r})"
-            lines.append(f"{source}: {where}: {message}{shown}")
-        raise EdgeftError(lines) from None
+        raise EdgeftError([f"{source}: {line}" for line in describe_errors(error, DeviceProfile)]) from None
     if "fp32" not in profile.peak_gflops:
         raise EdgeftError(f"{source}: peak_gflops: needs an fp32 entry (got {sorted(profile.peak_gflops)})")
     return profile

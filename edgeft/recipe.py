@@ -123,18 +123,24 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         EdgeftError: listing every problem at once.
     """
     path = Path(path)
+    raw = read_yaml_mapping(path, "recipe")
+    problems = [problem for item in overrides for problem in _apply_override(raw, item)]
+    if problems:
+        raise EdgeftError([f"--set {problem}" for problem in problems])
+    return validate_recipe(raw, source=str(path))
+
+
+def read_yaml_mapping(path: Path, kind: str) -> dict:
+    """A YAML file that must hold a mapping (a recipe, a device profile), with clear errors otherwise."""
     if not path.is_file():
-        raise EdgeftError(f"{path}: no such recipe file")
+        raise EdgeftError(f"{path}: no such {kind} file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise EdgeftError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(raw, dict):
-        raise EdgeftError(f"{path}: a recipe is a mapping of fields (got {type(raw).__name__})")
-    problems = [problem for item in overrides for problem in _apply_override(raw, item)]
-    if problems:
-        raise EdgeftError([f"--set {problem}" for problem in problems])
-    return validate_recipe(raw, source=str(path))
+        raise EdgeftError(f"{path}: a {kind} is a mapping of fields (got {type(raw).__name__})")
+    return raw
 
 
 def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
