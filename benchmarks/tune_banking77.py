@@ -41,7 +41,7 @@ def main(runs: list[str]) -> int:
     print("| method | lr (head lr) | epochs | test accuracy | macro-F1 | trainable params | train time |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['method']} | {r['learning_rate']:g} ({r["head_learning_rate"] or r["learning_rate"]:g}) | {r['epochs']:g} | "
+        print(f"| {r['method']} | {r['learning_rate']:g} ({r['head_learning_rate'] or r['learning_rate']:g}) | {r['epochs']:g} | "
               f"{r['test_accuracy']:.2%} | {r['test_macro_f1']:.4f} | {r['trainable_params']:,} | "
               f"{r['train_seconds'] / 60:.1f} min |")
     return 0
