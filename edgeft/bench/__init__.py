@@ -27,7 +27,7 @@ CHECK_THREADS = 1
 
 def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: int = 100, warmup: int = 10,
           batch: int = 1, seq_len: int | None = None, threads: int | None = None,
-          remote: str | Remote | None = None, texts: list[str] | None = None) -> dict:
+          remote: str | Remote | None = None, texts: list[str] | None = None, graph: Path | None = None) -> dict:
     """Benchmark one bundle for one device.
 
     Measured on the host when the profile is `host`; over SSH when `remote` is given (or the profile has `ssh`);
@@ -43,6 +43,8 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
         threads: inference threads; None uses the profile's default.
         remote: `ssh://user@host[:port]` or a Remote with options.
         texts: real input texts to cycle through (overrides `seq_len`); pass the same list to compare bundles.
+        graph: for an estimate of a non-ONNX bundle, the ONNX graph of the same model and precision to count
+            FLOPs and bytes from (the roofline depends on the arithmetic, not on the runtime).
 
     Returns:
         The report: p50_ms, p90_ms, p99_ms, mean_ms, throughput_per_s, load_ms, first_inference_ms, peak_rss_mb,
@@ -61,8 +63,8 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
         if texts:
             texts_file = Path(scratch) / "texts.json"
             texts_file.write_text(json.dumps(list(texts)))
-        report = _bench(bundle, target, remote, manifest, bench_args(runs, warmup, batch, seq_len, threads, texts_file),
-                        batch, seq_len, threads, texts_file)
+        args = bench_args(runs, warmup, batch, seq_len, threads, texts_file)
+        report = _bench(bundle, target, remote, manifest, args, batch, seq_len, threads, texts_file, graph)
     report.update(bundle=str(bundle), target=target.name, threads=threads,
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     report.setdefault("model_bytes", sum(entry.get("bytes", 0) for name, entry in manifest.get("files", {}).items()
@@ -70,7 +72,7 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
     return report
 
 
-def _bench(bundle, target, remote, manifest, args, batch, seq_len, threads, texts_file) -> dict:
+def _bench(bundle, target, remote, manifest, args, batch, seq_len, threads, texts_file, graph) -> dict:
     if remote is not None:
         report = measure_remote(bundle, remote, args, manifest.get("format", "onnx"))
         report["source"] = f"measured:{remote.url} ({report['machine']['cpu']})"
@@ -78,7 +80,7 @@ def _bench(bundle, target, remote, manifest, args, batch, seq_len, threads, text
         report = measure_host(bundle, args)
         report["source"] = f"measured:host ({report['machine']['cpu']})"
     else:
-        report = estimate(bundle, target, batch, seq_len, threads, texts_file)
+        report = estimate(bundle, target, batch, seq_len, threads, texts_file, graph)
     return report
 
 
@@ -114,14 +116,14 @@ def bench_many(bundles: list[str | Path], profile: str | Path = HOST, compare: b
 
 
 def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | None, threads: int,
-             texts_file: Path | None = None) -> dict:
+             texts_file: Path | None = None, graph: Path | None = None) -> dict:
     """Roofline estimate for `target`, with the estimator's error measured on the host for the same bundle.
 
     The host measurement (the bundle's own runtime, CHECK_RUNS runs) fixes the real sequence length, gives the
     peak RSS (the same runtime and model on the device hold about the same memory), and is compared with the
     estimator's prediction for the host: that relative error is printed with every estimate.
     """
-    graph = flops.bundle_graph(bundle)
+    graph = Path(graph) if graph else flops.bundle_graph(bundle)
     host = load_profile(HOST)
     measured = measure_host(bundle, bench_args(CHECK_RUNS, 5, batch, seq_len, CHECK_THREADS, texts_file))
     cost = flops.count(graph, batch, measured["seq_len"] or seq_len or 128)
@@ -140,7 +142,7 @@ def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | Non
         "batch": batch, "seq_len": measured["seq_len"], "format": measured.get("format"),
         "precision": measured.get("precision"), "runtime_versions": measured.get("runtime_versions", {}),
         "source": f"estimated (host error {error_pct:+.0f}%)",
-        "estimate": {**result, "gflops": cost.flops / 1e9, "gflops_by_precision":
+        "estimate": {**result, "graph": str(graph), "gflops": cost.flops / 1e9, "gflops_by_precision":
                      {name: value / 1e9 for name, value in cost.flops_by("precision").items()},
                      "mbytes_moved": cost.bytes / 1e6, "nodes": len(cost.nodes), "uncounted_ops": cost.uncounted,
                      "calibration": calibration},

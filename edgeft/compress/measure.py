@@ -20,7 +20,7 @@ CALIBRATION_ROWS = 300
 
 def measure_candidate(variant: Variant, format: str, precision: str, bundle_dir: Path, profile, config: CompressConfig,
                       examples: list[tuple[str, str]], calibration: list[str], remote=None,
-                      bench_texts: list[str] | None = None) -> dict:
+                      bench_texts: list[str] | None = None, graph: Path | None = None) -> dict:
     """One row of candidates.json; an export, evaluation or bench that fails is recorded in `error`."""
     from edgeft.bench import bench
 
@@ -33,7 +33,8 @@ def measure_candidate(variant: Variant, format: str, precision: str, bundle_dir:
         quality = evaluate(bundle_dir, examples, threads=profile.threads)
         spec = config.bench
         timing = bench(bundle_dir, profile, runs=spec.runs, warmup=spec.warmup, batch=spec.batch,
-                       seq_len=spec.seq_len, remote=remote, texts=None if spec.seq_len else bench_texts)
+                       seq_len=spec.seq_len, remote=remote, texts=None if spec.seq_len else bench_texts,
+                       graph=graph)
     except Exception as error:  # one backend failing to convert an op must not stop the search
         row["error"] = f"{type(error).__name__}: {error}"
         row["traceback"] = traceback.format_exc(limit=4)
