@@ -16,8 +16,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+RUN := runs/quickstart
+
 demo: install
 	$(BIN)/edgeft tune recipes/quickstart.yaml --overwrite
+	$(BIN)/edgeft export $(RUN) --format onnx --precision int8
+	$(BIN)/edgeft export $(RUN) --format openvino --precision int8
+	$(BIN)/edgeft export $(RUN) --format tflite --precision int8
+	$(BIN)/edgeft predict $(RUN)/bundles/onnx-int8 "where is my parcel?" "I want my money back for the broken mug"
+	$(BIN)/edgeft bench $(RUN)/bundles/onnx-int8 --target host --json $(RUN)/bench-host.json
+	$(BIN)/edgeft bench $(RUN)/bundles/onnx-int8 --target rpi4 --json $(RUN)/bench-rpi4.json
+	$(BIN)/edgeft compress $(RUN) --target rpi4 --distill-epochs 3
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -66,6 +66,67 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
     click.echo(f"run folder: {folder}")
 
 
+# --- compress (issue 5) ---
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", default="host", show_default=True, help="Device profile name or YAML path.")
+@click.option("--prune", "prune_levels", multiple=True, metavar="heads=F,ffn=F,layers=N",
+              help="A pruning level to try (repeatable); replaces the recipe's levels. --prune none: no pruning.")
+@click.option("--no-vocab", is_flag=True, help="Skip vocabulary pruning.")
+@click.option("--no-distill", is_flag=True, help="Skip distillation of the pruned students.")
+@click.option("--distill-epochs", type=float, help="Distillation epochs per student.")
+@click.option("--formats", help="Comma-separated export formats (default: the target's runtimes).")
+@click.option("--precisions", help="Comma-separated precisions per format (default: fp32,int8).")
+@click.option("--budget-ms", type=float, help="Latency budget, p50 ms (default: the profile's).")
+@click.option("--max-accuracy-drop", type=float, help="Largest accepted accuracy loss, e.g. 0.01 for one point.")
+@click.option("--objective", type=click.Choice(["accuracy", "latency"]), help="What `best` maximises within budget.")
+@click.option("--eval-rows", type=int, help="Test rows per candidate (default: the whole test split).")
+@click.option("--runs", type=int, help="Timed runs per candidate.")
+@click.option("--remote", help="Measure latency on the device over SSH: ssh://user@host[:port].")
+@click.option("--output", type=click.Path(path_type=Path), help="Output folder (default RUN_DIR/compress/<target>).")
+@click.option("--print-config", is_flag=True, help="Print the resolved chain configuration and stop.")
+def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs, formats, precisions, budget_ms,
+             max_accuracy_drop, objective, eval_rows, runs, remote, output, print_config):
+    """Prune, distill, quantize and export RUN_DIR for a target; measure every candidate and pick the best.
+
+    Example usage:
+
+        edgeft compress runs/banking77-minilm-lora --target rpi4
+        edgeft compress runs/quickstart --target host --prune heads=0.3,ffn=0.4 --budget-ms 5
+    """
+    require("export", "edgeft compress", "torch", "onnx", "onnxruntime")
+    import yaml
+
+    from edgeft import compress as compress_stage
+    from edgeft.compress.config import parse_prune
+
+    base = run_stage(compress_stage.resolve_config, run_dir)
+    overrides = {key: value for key, value in {
+        "formats": formats and formats.split(","), "precisions": precisions and precisions.split(","),
+        "budget_ms": budget_ms, "max_accuracy_drop": max_accuracy_drop, "objective": objective,
+        "eval_rows": eval_rows, "bench": runs and {**base.bench.model_dump(), "runs": runs},
+    }.items() if value is not None}
+    if prune_levels:
+        none = prune_levels == ("none",)
+        overrides["prune"] = [] if none else [run_stage(parse_prune, text).model_dump() for text in prune_levels]
+    if no_vocab:
+        overrides["vocab"] = None
+    if no_distill:
+        overrides["distill"] = None
+    elif distill_epochs and base.distill:
+        overrides["distill"] = {**base.distill.model_dump(), "epochs": distill_epochs}
+    config = run_stage(compress_stage.resolve_config, run_dir, overrides)
+    if print_config:
+        click.echo(yaml.safe_dump({"compress": config.model_dump(mode="json")}, sort_keys=False))
+        return
+    folder = run_stage(compress_stage.compress, run_dir, target, config, remote=remote, output=output)
+    summary = json.loads((folder / "candidates.json").read_text())["summary"]
+    click.echo(f"report: {folder / 'report.md'}")
+    click.echo(f"best: {folder / 'best'} ({summary['best']}: {summary['reason']})" if summary["best"]
+               else f"no best candidate: {summary['reason']}")
+
+
+
 # --- devices / bench (issue 4) ---
 @main.group(invoke_without_command=True)
 @click.pass_context
@@ -131,3 +192,74 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, ru
     for path in (json_path, plot if compare else None):
         if path:
             click.echo(f"wrote {path}")
+
+
+# --- export / runtime (issue 3) ---
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "format_", required=True, help="onnx, openvino or tflite.")
+@click.option("--precision", default="fp32", show_default=True,
+              help="onnx: fp32|int8|int4; openvino: fp32|fp16|int8|int8-weights|int4; tflite: fp32|int8.")
+@click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")
+@click.option("--min-agreement", default=0.9, show_default=True, help="Top-1 agreement with PyTorch a quantized bundle needs.")
+@click.option("--samples", default=256, show_default=True, help="Test texts of the run's recipe to verify on.")
+def export_command(run_dir, format_, precision, output, min_agreement, samples):
+    """Export RUN_DIR (a tune run or a classifier folder) to a verified bundle.
+
+    The bundle is run in its own runtime on real test texts and compared with the PyTorch model; one that misses
+    its tolerance is not written (fp32: 100% top-1 agreement; quantized: --min-agreement).
+
+    Example usage:
+
+        edgeft export runs/banking77-minilm-lora --format onnx --precision int8
+    """
+    from edgeft.export import export
+
+    folder = run_stage(
+        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples
+    )
+    verification = json.loads((folder / "manifest.json").read_text())["verification"]
+    click.echo(
+        f"bundle: {folder}  (top-1 agreement {verification['top1_agreement']:.2%}, "
+        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} inputs)"
+    )
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@click.option("--top-k", default=1, show_default=True, help="Also show the next labels.")
+@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+@click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
+def predict(bundle, texts, as_json, top_k, threads, no_self_check):
+    """Classify TEXTS with a bundle, using only the light runtime ("-" reads texts from stdin).
+
+    Example usage:
+
+        edgeft predict runs/banking77-minilm-lora/bundles/onnx-int8 "my card has not arrived" --json
+    """
+    from edgeft.runtime.predict import predict_texts, render
+
+    records = run_stage(predict_texts, bundle, list(texts), threads, top_k, "warn" if no_self_check else True)
+    click.echo(render(records, as_json))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True, help="Wheel folder.")
+@click.option("--name", help="Distribution name (default: edgeft-bundle-<run>-<format>-<precision>).")
+@click.option("--version", "version_", default="0.1.0", show_default=True, help="Wheel version.")
+def package(bundle, output, name, version_):
+    """Build a wheel holding BUNDLE that depends on the light runtime; `load()` on the device needs no path.
+
+    Example usage:
+
+        edgeft package runs/banking77-minilm-lora/bundles/onnx-int8 --output dist/
+    """
+    from edgeft.package import package as build_wheel
+
+    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_)
+    click.echo(f"wheel: {wheel}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from edgeft.errors import EdgeftError
+from edgeft.recipe import describe_errors, read_yaml_mapping
 
-DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
+# A source checkout keeps the profiles in `devices/` at its root; a wheel installs them as data files.
+_CHECKOUT_DEVICES = Path(__file__).resolve().parent.parent / "devices"
+DEVICES_DIR = _CHECKOUT_DEVICES if _CHECKOUT_DEVICES.is_dir() else Path(sys.prefix) / "share" / "edgeft" / "devices"
 HOST = "host"
 
 Isa = Literal["neon", "dotprod", "i8mm", "fp16", "sve", "avx2", "fma", "avx512", "vnni", "bf16", "amx"]
@@ -90,14 +94,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         if not path.is_file():
             raise EdgeftError(f"--target: unknown device {text!r}; known: {', '.join(list_profiles())} "
                               "(or a path to a profile .yaml)")
-    if not path.is_file():
-        raise EdgeftError(f"{path}: no such device profile file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise EdgeftError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise EdgeftError(f"{path}: a device profile is a mapping of fields (got {type(raw).__name__})")
+    raw = read_yaml_mapping(path, "device profile")
     if raw.get("name") == HOST:
         raw = {**detect_host(), **{key: value for key, value in raw.items() if value != "auto"}}
     return validate_profile(raw, source=str(path))
@@ -108,13 +105,7 @@ def validate_profile(raw: dict, source: str = "profile") -> DeviceProfile:
     try:
         profile = DeviceProfile.model_validate(raw)
     except ValidationError as error:
-        lines = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
-            shown = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {item.get('input')!r})"
-            lines.append(f"{source}: {where}: {message}{shown}")
-        raise EdgeftError(lines) from None
+        raise EdgeftError([f"{source}: {line}" for line in describe_errors(error, DeviceProfile)]) from None
     if "fp32" not in profile.peak_gflops:
         raise EdgeftError(f"{source}: peak_gflops: needs an fp32 entry (got {sorted(profile.peak_gflops)})")
     return profile

@@ -123,18 +123,24 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         EdgeftError: listing every problem at once.
     """
     path = Path(path)
+    raw = read_yaml_mapping(path, "recipe")
+    problems = [problem for item in overrides for problem in _apply_override(raw, item)]
+    if problems:
+        raise EdgeftError([f"--set {problem}" for problem in problems])
+    return validate_recipe(raw, source=str(path))
+
+
+def read_yaml_mapping(path: Path, kind: str) -> dict:
+    """A YAML file that must hold a mapping (a recipe, a device profile), with clear errors otherwise."""
     if not path.is_file():
-        raise EdgeftError(f"{path}: no such recipe file")
+        raise EdgeftError(f"{path}: no such {kind} file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise EdgeftError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(raw, dict):
-        raise EdgeftError(f"{path}: a recipe is a mapping of fields (got {type(raw).__name__})")
-    problems = [problem for item in overrides for problem in _apply_override(raw, item)]
-    if problems:
-        raise EdgeftError([f"--set {problem}" for problem in problems])
-    return validate_recipe(raw, source=str(path))
+        raise EdgeftError(f"{path}: a {kind} is a mapping of fields (got {type(raw).__name__})")
+    return raw
 
 
 def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
@@ -142,7 +148,7 @@ def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as error:
-        raise EdgeftError([f"{source}: {line}" for line in _describe(error)]) from None
+        raise EdgeftError([f"{source}: {line}" for line in describe_errors(error)]) from None
 
 
 def _apply_override(raw: dict, item: str) -> list[str]:
@@ -159,12 +165,13 @@ def _apply_override(raw: dict, item: str) -> list[str]:
     return []
 
 
-def _describe(error: ValidationError) -> list[str]:
+def describe_errors(error: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
+    """One `field.path: problem (got value)` line per pydantic error, with a suggestion for unknown fields."""
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown field{_suggestion(item['loc'])}")
+            lines.append(f"{where}: unknown field{_suggestion(item['loc'], root or Recipe)}")
         elif item["type"] == "missing":
             lines.append(f"{where}: required field is missing")
         else:
@@ -174,8 +181,7 @@ def _describe(error: ValidationError) -> list[str]:
     return lines
 
 
-def _suggestion(location: tuple) -> str:
-    model: type[BaseModel] = Recipe
+def _suggestion(location: tuple, model: type[BaseModel]) -> str:
     for part in location[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -10,16 +9,9 @@ from pathlib import Path
 import yaml
 
 from edgeft.recipe import Recipe
+from edgeft.runtime.bundle import sha256
 
 LOCKED_PACKAGES = ("edgeft", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(names=LOCKED_PACKAGES) -> dict[str, str | None]:
@@ -35,7 +27,7 @@ def package_versions(names=LOCKED_PACKAGES) -> dict[str, str | None]:
 def write_lock(path: Path, recipe: Recipe, recipe_hash: str, model_source) -> None:
     """The resolved recipe plus what is needed to reproduce it: versions, model source, data hashes."""
     data_files = {
-        key: {"path": str(Path(value).resolve()), "sha256": sha256_file(Path(value))}
+        key: {"path": str(Path(value).resolve()), "sha256": sha256(Path(value))}
         for key, value in recipe.data.model_dump().items()
         if key in ("train", "validation", "test") and isinstance(value, str) and Path(value).is_file()
     }

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from edgeft import run_report
+from edgeft.atomic import promote
 from edgeft.data import load_splits, summarize
 from edgeft.errors import EdgeftError
 from edgeft.methods import MERGEABLE, apply_method
@@ -167,14 +168,7 @@ def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated,
 
 
 def _commit(partial: Path, output: Path) -> None:
-    """Drop checkpoints and move the finished run into place, replacing an old one only now."""
+    """Drop checkpoints and move the finished run into place."""
     shutil.rmtree(partial / "checkpoints", ignore_errors=True)
     (partial / "recipe.sha256").unlink()
-    if output.exists():
-        old = output.parent / f".{output.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        output.rename(old)
-        partial.rename(output)
-        shutil.rmtree(old)
-    else:
-        partial.rename(output)
+    promote(partial, output)

@@ -7,6 +7,7 @@ Every report says where its numbers came from (`source`): `measured:host (<cpu>)
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +27,7 @@ CHECK_THREADS = 1
 
 def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: int = 100, warmup: int = 10,
           batch: int = 1, seq_len: int | None = None, threads: int | None = None,
-          remote: str | Remote | None = None) -> dict:
+          remote: str | Remote | None = None, texts: list[str] | None = None) -> dict:
     """Benchmark one bundle for one device.
 
     Measured on the host when the profile is `host`; over SSH when `remote` is given (or the profile has `ssh`);
@@ -41,6 +42,7 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
         seq_len: tokens per text; None uses the bundle's reference texts at their real lengths.
         threads: inference threads; None uses the profile's default.
         remote: `ssh://user@host[:port]` or a Remote with options.
+        texts: real input texts to cycle through (overrides `seq_len`); pass the same list to compare bundles.
 
     Returns:
         The report: p50_ms, p90_ms, p99_ms, mean_ms, throughput_per_s, load_ms, first_inference_ms, peak_rss_mb,
@@ -54,7 +56,21 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
     if isinstance(remote, str):
         remote = Remote(remote, python=target.python)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    args = bench_args(runs, warmup, batch, seq_len, threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        texts_file = None
+        if texts:
+            texts_file = Path(scratch) / "texts.json"
+            texts_file.write_text(json.dumps(list(texts)))
+        report = _bench(bundle, target, remote, manifest, bench_args(runs, warmup, batch, seq_len, threads, texts_file),
+                        batch, seq_len, threads, texts_file)
+    report.update(bundle=str(bundle), target=target.name, threads=threads,
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.setdefault("model_bytes", sum(entry.get("bytes", 0) for name, entry in manifest.get("files", {}).items()
+                                         if name.startswith("model.")))
+    return report
+
+
+def _bench(bundle, target, remote, manifest, args, batch, seq_len, threads, texts_file) -> dict:
     if remote is not None:
         report = measure_remote(bundle, remote, args, manifest.get("format", "onnx"))
         report["source"] = f"measured:{remote.url} ({report['machine']['cpu']})"
@@ -62,11 +78,7 @@ def bench(bundle: str | Path, profile: str | Path | DeviceProfile = HOST, runs: 
         report = measure_host(bundle, args)
         report["source"] = f"measured:host ({report['machine']['cpu']})"
     else:
-        report = estimate(bundle, target, batch, seq_len, threads)
-    report.update(bundle=str(bundle), target=target.name, threads=threads,
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    report.setdefault("model_bytes", sum(entry.get("bytes", 0) for name, entry in manifest.get("files", {}).items()
-                                         if name.startswith("model.")))
+        report = estimate(bundle, target, batch, seq_len, threads, texts_file)
     return report
 
 
@@ -101,7 +113,8 @@ def bench_many(bundles: list[str | Path], profile: str | Path = HOST, compare: b
     return reports
 
 
-def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | None, threads: int) -> dict:
+def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | None, threads: int,
+             texts_file: Path | None = None) -> dict:
     """Roofline estimate for `target`, with the estimator's error measured on the host for the same bundle.
 
     The host measurement (the bundle's own runtime, CHECK_RUNS runs) fixes the real sequence length, gives the
@@ -110,7 +123,7 @@ def estimate(bundle: Path, target: DeviceProfile, batch: int, seq_len: int | Non
     """
     graph = flops.bundle_graph(bundle)
     host = load_profile(HOST)
-    measured = measure_host(bundle, bench_args(CHECK_RUNS, 5, batch, seq_len, CHECK_THREADS))
+    measured = measure_host(bundle, bench_args(CHECK_RUNS, 5, batch, seq_len, CHECK_THREADS, texts_file))
     cost = flops.count(graph, batch, measured["seq_len"] or seq_len or 128)
     calibration = {**roofline.calibrate(CHECK_THREADS), "gemm": roofline.gemm_efficiency(cost, CHECK_THREADS)}
     host_estimate = roofline.estimate_ms(cost, host, CHECK_THREADS, calibration)

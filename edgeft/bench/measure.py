@@ -57,10 +57,12 @@ class Remote:
               f"{self.destination}:{remote_dir}/"], check=True)
 
 
-def bench_args(runs: int, warmup: int, batch: int, seq_len: int | None, threads: int | None) -> list[str]:
+def bench_args(runs: int, warmup: int, batch: int, seq_len: int | None, threads: int | None,
+               texts_file: Path | None = None) -> list[str]:
     """Command-line options of the runtime's bench for these settings."""
     args = ["--json", "-", "--runs", str(runs), "--warmup", str(warmup), "--batch", str(batch)]
     args += ["--seq-len", str(seq_len)] if seq_len else []
+    args += ["--texts", str(texts_file)] if texts_file else []
     return args + (["--threads", str(threads)] if threads else [])
 
 
@@ -80,6 +82,10 @@ def measure_remote(bundle: Path, remote: Remote, args: list[str], bundle_format:
     workdir = remote.ssh("mktemp -d /tmp/edgeft-bench.XXXXXX").stdout.strip()
     try:
         remote.copy(bundle, workdir)
+        if "--texts" in args:  # the texts file travels beside the bundle
+            at = args.index("--texts") + 1
+            remote.copy(Path(args[at]), workdir)
+            args = [*args[:at], f"{workdir}/{Path(args[at]).name}", *args[at + 1:]]
         if remote.install:
             _install(remote, workdir, bundle_format)
         command = [remote.python, "-m", BENCH_MODULE, f"{workdir}/{bundle.name}", *args]

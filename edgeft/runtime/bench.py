@@ -62,7 +62,7 @@ def peak_rss_mb() -> float:
 
 
 def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch: int = 1,
-            seq_len: int | None = None) -> dict:
+            seq_len: int | None = None, texts: list[str] | None = None) -> dict:
     """Time one model: load, first inference, warm-up, then `runs` timed calls of `Predictor.run`.
 
     Args:
@@ -72,6 +72,8 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
         warmup: untimed runs after the first inference (caches, thread pools, lazy kernel selection).
         batch: texts per call.
         seq_len: tokens per text; None uses the bundle's reference texts at their real lengths.
+        texts: real inputs to cycle through, `batch` per call (overrides `seq_len`); the same list for every
+            bundle makes candidates comparable.
 
     Returns:
         The report: latency percentiles (ms), throughput (items/s), load and first-inference time, peak RSS,
@@ -83,21 +85,28 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
     load_ms = (time.perf_counter() - start) * 1e3
     # The bundle's self-check runs after the first inference so that it does not warm the timed one.
     manifest = dict(getattr(predictor, "manifest", {}) or {})
-    encoded = predictor.encode(sample_texts(batch, seq_len, manifest))
+    if texts:
+        chunks = [texts[start:start + batch] for start in range(0, len(texts) - batch + 1, batch)]
+    else:
+        chunks = [sample_texts(batch, seq_len, manifest)]
+    # Tokenization is done up front: the timed call is the backend's alone, for every candidate alike.
+    inputs = [predictor.encode(chunk) for chunk in chunks]
     start = time.perf_counter()
-    predictor.run(encoded)
+    predictor.run(inputs[0])
     first_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        predictor.run(encoded)
+    for index in range(warmup):
+        predictor.run(inputs[index % len(inputs)])
     latencies = []
-    for _ in range(runs):
+    for index in range(runs):
+        encoded = inputs[index % len(inputs)]
         start = time.perf_counter_ns()
         predictor.run(encoded)
         latencies.append((time.perf_counter_ns() - start) / 1e6)
+    lengths = [next(iter(encoded.values())).shape[-1] for encoded in inputs]
     stats = percentiles(latencies)
     has_check = bool(manifest.get("self_check")) and callable(getattr(predictor, "self_check", None))
     problem = predictor.self_check() if has_check else None
-    shape = list(next(iter(encoded.values())).shape)
+    shape = list(next(iter(inputs[0].values())).shape)
     return {
         **stats,
         "throughput_per_s": batch * 1e3 / stats["mean_ms"],
@@ -108,7 +117,7 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
         "runs": runs,
         "warmup": warmup,
         "batch": batch,
-        "seq_len": shape[-1] if len(shape) > 1 else None,
+        "seq_len": round(sum(lengths) / len(lengths)) if len(shape) > 1 else None,
         "input_shape": shape,
         "self_check": (problem or "passed") if has_check else "none in bundle",
         "format": manifest.get("format"),
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--texts", type=Path, default=None, help="a JSON list of real input texts to cycle through")
     parser.add_argument("--json", default=None, help="write the report here; - for stdout")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.seq_len is not None and args.seq_len < 3):
@@ -156,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgeft.runtime import load
 
     try:
+        texts = json.loads(args.texts.read_text()) if args.texts else None
         report = measure(lambda: load(args.bundle, threads=args.threads, self_check=False), args.runs,
-                         args.warmup, args.batch, args.seq_len)
+                         args.warmup, args.batch, args.seq_len, texts)
     except EdgeftError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -1,0 +1,74 @@
+"""ONNX export (torch.onnx, dynamic batch and sequence) and the ONNX Runtime quantizers `compress` reuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeft.errors import missing_extra
+
+# Opset 17 has LayerNormalization as one op (fewer nodes than the decomposed form) and is read by every
+# onnxruntime since 1.13, so bundles also run on the older ORT builds that ARM boards ship.
+OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask")
+PRECISIONS = ("fp32", "int8", "int4")
+
+
+def export_fp32(model, path: Path, sample: dict) -> None:
+    """Trace the classifier to ONNX with dynamic batch and sequence axes; logits are the one output."""
+    import torch
+
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it to serialize)
+    except ImportError:
+        raise missing_extra("ONNX export", "export") from None
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    args = tuple(torch.as_tensor(sample[name]) for name in INPUT_NAMES)
+    with torch.no_grad():
+        # The TorchScript exporter: parity 2e-7 on MiniLM and a graph quantize_dynamic accepts as is (STACK.md).
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """ORT dynamic int8: int8 weights per channel, activations quantized per call (the safe default here)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(source))
+    # Stale shape annotations make quantize_dynamic fail with "Inferred shape and existing shape differ".
+    del model.graph.value_info[:]
+    # Per-channel weight scales: on MiniLM + BANKING77 top-1 agreement 97% vs 90% per-tensor, same 23 MB.
+    quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def quantize_int4(source: Path, target: Path, block_size: int = 32) -> None:
+    """ORT 4-bit weight-only MatMulNBits (symmetric, per block); embeddings and activations stay fp32."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=block_size, is_symmetric=True)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target))
+
+
+QUANTIZERS = {"int8": quantize_int8, "int4": quantize_int4}
+
+
+def write(model, folder: Path, precision: str, job) -> dict:
+    """Write `model.onnx` at `precision` into `folder`; returns the manifest's format-specific fields."""
+    if precision == "fp32":
+        export_fp32(model, folder / "model.onnx", job.sample)
+    else:
+        float_path = job.workdir / "float.onnx"
+        export_fp32(model, float_path, job.sample)
+        QUANTIZERS[precision](float_path, folder / "model.onnx")
+    inputs = [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUT_NAMES]
+    return {"files": ["model.onnx"], "inputs": inputs, "outputs": [{"name": "logits", "shape": ["batch", "labels"]}]}

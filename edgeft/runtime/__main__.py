@@ -1,0 +1,46 @@
+"""`python -m edgeft.runtime [predict] BUNDLE TEXT...` and `python -m edgeft.runtime bench BUNDLE ...` on a device.
+
+argparse, not click: this entry point must work with the light runtime's dependencies and import nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgeft.errors import EdgeftError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from edgeft.runtime.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="python -m edgeft.runtime", description="Classify texts with a bundle.")
+    parser.add_argument("bundle", help="bundle folder (with manifest.json)")
+    parser.add_argument("texts", nargs="+", help='texts to classify; "-" reads one per line from stdin')
+    parser.add_argument("--json", action="store_true", help="one JSON object per text")
+    parser.add_argument("--top-k", type=int, default=1, help="also show the next labels")
+    parser.add_argument("--threads", type=int, default=None, help="backend threads (default: its own choice)")
+    parser.add_argument("--no-self-check", action="store_true", help="skip the load-time self-check (warn only)")
+    args = parser.parse_args(argv)
+
+    from edgeft.runtime.predict import predict_texts, render
+
+    try:
+        records = predict_texts(
+            args.bundle, args.texts, args.threads, args.top_k, "warn" if args.no_self_check else True
+        )
+    except EdgeftError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return error.exit_code
+    print(render(records, args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
