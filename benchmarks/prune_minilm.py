@@ -43,12 +43,16 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=None, help="cap on distillation steps per setting")
     parser.add_argument("--hidden-weight", type=float, default=0.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="thread counts to time at")
+    parser.add_argument(
+        "--work-threads", type=int, default=1,
+        help="threads for evaluation and training (1 avoids OpenMP spin-waits on a shared, busy machine)",
+    )
     parser.add_argument("--runs", type=int, default=50, help="timed runs per latency measurement")
     parser.add_argument("--test-rows", type=int, default=None, help="evaluate on the first N test rows only")
     parser.add_argument("--save", type=Path, default=None, help="save each compressed model under this folder")
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
     args = parser.parse_args()
-    torch.set_num_threads(max(args.threads))
+    torch.set_num_threads(args.work_threads)
 
     teacher = load_classifier(args.run / "merged")
     tokenizer = load_tokenizer(args.run / "merged")

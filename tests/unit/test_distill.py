@@ -18,7 +18,7 @@ from edgeft.training import model_logits, tokenize
 
 LABELS = ["card_lost", "transfer", "fees"]
 WORDS = "card lost stolen transfer money send fee charge cost wallet account extra".split()
-FAST = dict(max_steps=12, batch_size=16, learning_rate=1e-3, temperature=1.0)
+FAST = dict(max_steps=8, batch_size=16, learning_rate=2e-3, temperature=1.0)
 
 
 @pytest.fixture(scope="module")
