@@ -75,6 +75,7 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
 @click.option("--no-vocab", is_flag=True, help="Skip vocabulary pruning.")
 @click.option("--no-distill", is_flag=True, help="Skip distillation of the pruned students.")
 @click.option("--distill-epochs", type=float, help="Distillation epochs per student.")
+@click.option("--no-undistilled", is_flag=True, help="Measure pruned students only after distillation.")
 @click.option("--formats", help="Comma-separated export formats (default: the target's runtimes).")
 @click.option("--precisions", help="Comma-separated precisions per format (default: fp32,int8).")
 @click.option("--budget-ms", type=float, help="Latency budget, p50 ms (default: the profile's).")
@@ -85,7 +86,7 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
 @click.option("--remote", help="Measure latency on the device over SSH: ssh://user@host[:port].")
 @click.option("--output", type=click.Path(path_type=Path), help="Output folder (default RUN_DIR/compress/<target>).")
 @click.option("--print-config", is_flag=True, help="Print the resolved chain configuration and stop.")
-def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs, formats, precisions, budget_ms,
+def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs, no_undistilled, formats, precisions, budget_ms,
              max_accuracy_drop, objective, eval_rows, runs, remote, output, print_config):
     """Prune, distill, quantize and export RUN_DIR for a target; measure every candidate and pick the best.
 
@@ -111,6 +112,8 @@ def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs
         overrides["prune"] = [] if none else [run_stage(parse_prune, text).model_dump() for text in prune_levels]
     if no_vocab:
         overrides["vocab"] = None
+    if no_undistilled:
+        overrides["keep_undistilled"] = False
     if no_distill:
         overrides["distill"] = None
     elif distill_epochs and base.distill:
