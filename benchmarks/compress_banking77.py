@@ -1,7 +1,7 @@
 """Issue 5's measurement: `edgeft compress` on the tuned BANKING77 MiniLM, saved with its reference rows.
 
 Usage:
-    python -m benchmarks.compress_banking77 --target host [--run runs/banking77-minilm-lora] [-- extra compress flags]
+    python -m benchmarks.compress_banking77 --target host [--label NAME] [--run runs/...] [-- extra compress flags]
 
 Runs the real CLI (so the recorded command is exactly what ran), then writes
 `benchmarks/results/compress_banking77_<target>.json`: the command, the summary (best, goals) and every candidate
@@ -26,15 +26,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("runs/banking77-minilm-lora"))
     parser.add_argument("--target", default="host")
+    parser.add_argument("--label", help="name the result compress_banking77_<label>.json (default: the target)")
     parser.add_argument("extra", nargs="*", help="more `edgeft compress` flags, after --")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "edgeft", "compress", str(args.run), "--target", args.target, *args.extra]
+    label = args.label or args.target
+    folder = args.run / "compress" / label
+    command = [sys.executable, "-m", "edgeft", "compress", str(args.run), "--target", args.target,
+               "--output", str(folder), *args.extra]
     started = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
-    data = json.loads((args.run / "compress" / args.target / "candidates.json").read_text())
+    data = json.loads((folder / "candidates.json").read_text())
     RESULTS.mkdir(exist_ok=True)
-    output = RESULTS / f"compress_banking77_{args.target}.json"
+    output = RESULTS / f"compress_banking77_{label}.json"
     shown = shlex.join(["edgeft", *command[3:]])
     output.write_text(json.dumps({"command": shown, "seconds": round(seconds), **data}, indent=2))
     summary = data["summary"]
