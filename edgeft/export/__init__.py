@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeft
+from edgeft.atomic import promote
 from edgeft.errors import EdgeftError
 from edgeft.export import onnx, openvino, tflite
 from edgeft.export.source import resolve, run_examples
@@ -144,7 +145,7 @@ def export(
         manifest["verification"] = verification
         manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"])
         _write_manifest(stage, manifest)
-        _replace(stage, output, Path(tmp) / "previous")
+        promote(stage, output)
     return output
 
 
@@ -170,13 +171,6 @@ def _check_output(output: Path) -> None:
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _replace(stage: Path, output: Path, previous: Path) -> None:
-    """Move the finished bundle into place; an old bundle is moved aside first and dropped with the temp dir."""
-    if output.exists():
-        output.rename(previous)
-    stage.rename(output)
 
 
 def _source_info(src) -> dict:
