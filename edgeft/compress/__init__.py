@@ -53,7 +53,7 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
     from edgeft.compress.chain import build_variants
     from edgeft.compress.measure import measure_candidate, pytorch_reference
     from edgeft.data import load_splits
-    from edgeft.devices import load_profile
+    from edgeft.devices import HOST, load_profile
     from edgeft.export.source import read_lock, resolve
 
     source = resolve(run_dir)
@@ -96,7 +96,8 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
                                       config.bench.runs, config.bench.warmup)
     for row in rows:
         row["reference"] = (row["model"], row["format"], row["precision"]) == ORT_INT8_REFERENCE
-    summary = _decide([reference, *rows], config, profile, source, recipe)
+    summary = _decide([reference, *rows], config, profile, source, recipe, same_machine=remote is None
+                      and profile.name == HOST)
     _write(work, output, summary, [reference, *rows])
     return output
 
@@ -108,7 +109,7 @@ def _examples(test, labels: list[str], limit: int | None, seed: int) -> list[tup
     return [(text, labels[label]) for text, label in zip(split["text"], split["label"])]
 
 
-def _decide(rows: list[dict], config: CompressConfig, profile, source, recipe) -> dict:
+def _decide(rows: list[dict], config: CompressConfig, profile, source, recipe, same_machine: bool) -> dict:
     from edgeft.compress.select import choose, measured, pareto_front
 
     tuned_accuracy = rows[0]["accuracy"]
@@ -133,7 +134,8 @@ def _decide(rows: list[dict], config: CompressConfig, profile, source, recipe) -
         "threads": profile.threads, "batch": config.bench.batch, "bench_texts": BENCH_TEXTS,
         "eval_rows": rows[0]["eval_rows"], "latency_source": ", ".join(sources) or "none",
         "tuned_accuracy": tuned_accuracy, "passes": _pass_effects(rows), "int8_slower": sorted(slower),
-        "goals": _goals(rows), "config": config.model_dump(mode="json"),
+        # The PyTorch reference runs here; speed-ups against it mean something only when candidates ran here too.
+        "goals": _goals(rows) if same_machine else None, "config": config.model_dump(mode="json"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -72,6 +72,9 @@ def write_report(path: Path, summary: dict, candidates: list[dict]) -> None:
         lines += ["## int8 slower than fp32 here", "",
                   *[f"- {item}: the pick avoids it" for item in summary["int8_slower"]], ""]
     goals = summary.get("goals")
+    if not goals and summary["target"] != "host":
+        lines += ["The PyTorch reference row was measured on this host, not on the target; speed-ups against it",
+                  "are stated only for `--target host` runs.", ""]
     if goals:
         lines += ["## Goals (issue 5)", "", f"Candidate: `{goals['candidate']}` (fastest within 1 point).", "",
                   *[f"- {name}: {value['measured']} (goal {value['goal']}): **{'met' if value['met'] else 'not met'}**"
