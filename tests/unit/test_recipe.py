@@ -89,3 +89,14 @@ def test_cli_dry_run_prints_resolved_recipe_and_summary(tiny_recipe, tmp_path):
     assert summary["labels"] == 3
     assert summary["splits"]["train"]["rows"] + summary["splits"]["validation"]["rows"] == 120
     assert not (tmp_path / "run").exists()
+
+
+def test_tune_without_the_extra_names_the_install_line(tiny_recipe, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    path = write_recipe(tiny_recipe, tmp_path / "r.yaml")
+    result = CliRunner().invoke(main, ["tune", str(path)])
+    assert result.exit_code == 2
+    assert 'edgeft tune needs: pip install "edgeft[tune]"' in result.output
