@@ -18,7 +18,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from edgeft.recipe import Recipe
+from edgeft.recipe import TrainingSpec
 
 EVAL_BATCH_SIZE = 64
 
@@ -129,9 +129,9 @@ def _compute_metrics(prediction) -> dict:
     return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
 
-def build_trainer(model, recipe: Recipe, tokenizer, tokenized: dict, folder: Path, trainer_class=None, **extra):
+def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
+                  **extra):
     """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early."""
-    training = recipe.training
     per_steps = training.eval_steps is not None
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch

@@ -84,7 +84,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     params = count_parameters(model)
 
     tokenized = {name: tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
-    trainer = build_trainer(model, recipe, tokenizer, tokenized, partial)
+    trainer = build_trainer(model, recipe.training, tokenizer, tokenized, partial)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last_checkpoint(partial) if resume else None)
     seconds = time.perf_counter() - started

@@ -96,7 +96,7 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
                                       config.bench.runs, config.bench.warmup)
     for row in rows:
         row["reference"] = (row["model"], row["format"], row["precision"]) == ORT_INT8_REFERENCE
-    summary = _decide([reference, *rows], config, profile, source, recipe, same_machine=remote is None
+    summary = _decide([reference, *rows], config, profile, source, same_machine=remote is None
                       and profile.name == HOST)
     _write(work, output, summary, [reference, *rows])
     return output
@@ -109,7 +109,7 @@ def _examples(test, labels: list[str], limit: int | None, seed: int) -> list[tup
     return [(text, labels[label]) for text, label in zip(split["text"], split["label"])]
 
 
-def _decide(rows: list[dict], config: CompressConfig, profile, source, recipe, same_machine: bool) -> dict:
+def _decide(rows: list[dict], config: CompressConfig, profile, source, same_machine: bool) -> dict:
     from edgeft.compress.select import choose, measured, pareto_front
 
     tuned_accuracy = rows[0]["accuracy"]

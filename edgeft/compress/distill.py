@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from edgeft.errors import EdgeftError
 from edgeft.models import SequenceClassifier
-from edgeft.recipe import Recipe, Strict, TrainingSpec
+from edgeft.recipe import Strict, TrainingSpec
 from edgeft.training import ClassifierTrainer, build_trainer, model_logits, tokenize
 
 TEACHER_LOGITS = "teacher_logits"
@@ -96,10 +96,8 @@ def distill(
         seed=config.seed,
         early_stopping_patience=None,
     )
-    # build_trainer reads only `recipe.training`; the data and model sections belong to the tune run.
-    recipe = Recipe.model_construct(training=training)
     trainer = build_trainer(
-        student, recipe, tokenizer, tokenized, Path(folder), trainer_class=DistillTrainer,
+        student, training, tokenizer, tokenized, Path(folder), trainer_class=DistillTrainer,
         teacher=teacher, distill_config=config, teacher_ids=id_map,
     )
     trainer.train()

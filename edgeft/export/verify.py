@@ -88,10 +88,7 @@ def evaluate(bundle, examples: list[tuple[str, str]], batch_size: int = 32, thre
         raise EdgeftError(f"labels not in the bundle: {', '.join(unknown[:10])}")
     truth = np.array([index[label] for _, label in examples])
     predicted = predictor.logits([text for text, _ in examples], batch_size).argmax(axis=1)
-    from sklearn.metrics import accuracy_score, f1_score
+    from edgeft.metrics import classification_metrics
 
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, average="macro")),
-        "n": len(examples),
-    }
+    metrics = classification_metrics(truth, predicted, predictor.labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": len(examples)}
