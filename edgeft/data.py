@@ -127,11 +127,12 @@ def _natural_key(label: str):
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 
-def summarize(splits: Splits, tokenizer, max_length: int) -> dict:
-    """Rows per split, label count and token-length percentiles, for `--dry-run`."""
+def summarize(splits: Splits, tokenizer, max_length: int, task) -> dict:
+    """Rows per split, label count and token-length percentiles of the task's texts, for `--dry-run`."""
     summary = {"labels": len(splits.labels), "splits": {}}
     for name, split in splits.items():
-        lengths = np.array([len(ids) for ids in tokenizer(list(split["text"]))["input_ids"]])
+        texts = [task.example_text(example) for example in task.examples(split, splits.labels)]
+        lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
         summary["splits"][name] = {
             "rows": len(split),
             "tokens_p50": int(np.percentile(lengths, 50)),
