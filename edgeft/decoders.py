@@ -128,7 +128,8 @@ def tiny_tokenizer():
     )
     backend.train_from_iterator(TINY_CORPUS, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>", chat_template=TINY_CHAT_TEMPLATE
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>", chat_template=TINY_CHAT_TEMPLATE,
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

@@ -62,9 +62,9 @@ class DataSpec(Strict):
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
     text_column: str = "text"
-    """Column holding the input text."""
+    """Column holding the input text (causal-lm: the prompt)."""
     label_column: str = "label"
-    """Column holding the class name (or id)."""
+    """Column holding the class name or id (causal-lm: the completion; a prompt may repeat once per reference)."""
     max_length: PositiveInt = 128
     """Tokens per input; longer texts are truncated."""
 
@@ -110,8 +110,31 @@ class TrainingSpec(Strict):
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
     eval_steps: PositiveInt | None = None
     """Evaluate and checkpoint every N steps; None: once per epoch."""
+    group_by_length: bool = False
+    """Batch rows of similar token length together (less padding; worth it when lengths vary, e.g. generation)."""
     max_steps: PositiveInt | None = None
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
+
+
+class GenerationSpec(Strict):
+    """How a causal LM (`model.task: causal-lm`) sees its prompts and how its generations are scored."""
+
+    prompt_template: str = "{prompt}\n"
+    """The text around each prompt; `{prompt}` marks where the data's prompt goes."""
+    chat_template: bool = False
+    """Wrap the templated prompt as the user turn of the model's chat template (for instruction-tuned models)."""
+    max_new_tokens: PositiveInt = 64
+    """Greedy tokens generated per prompt for BLEU / ROUGE-L (and the export's greedy check)."""
+    eval_prompts: PositiveInt | None = None
+    """Score at most this many distinct prompts per split (None: all of them)."""
+    samples: int = Field(5, ge=0)
+    """Sample generations shown in the model card."""
+
+    @model_validator(mode="after")
+    def _has_placeholder(self):
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError(f"generation.prompt_template: must contain {{prompt}} (got {self.prompt_template!r})")
+        return self
 
 
 class Recipe(Strict):
@@ -125,6 +148,8 @@ class Recipe(Strict):
     """How the model is tuned."""
     training: TrainingSpec = TrainingSpec()
     """Optimisation settings."""
+    generation: GenerationSpec = GenerationSpec()
+    """Causal LMs only: prompt format and generation settings for scoring."""
     output: str | None = None
     """Run folder; default `runs/<name>`."""
     compress: dict[str, Any] | None = None

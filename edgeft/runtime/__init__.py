@@ -26,8 +26,9 @@ from edgeft.runtime.tokenize import TextEncoder
 __all__ = ["load", "Predictor", "BundleError", "softmax"]
 
 
-def load(bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True) -> "Predictor":
-    """Check a bundle (every file's sha256, no escaping names, no pickles) and load it for prediction.
+def load(bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True):
+    """Check a bundle (every file's sha256, no escaping names, no pickles) and load it: a `Predictor`, or for a
+    generating task (causal-lm) a `Generator` (`edgeft.runtime.generate`) with `generate`/`stream`.
 
     Args:
         bundle_dir: the bundle folder (with manifest.json).
@@ -40,6 +41,9 @@ def load(bundle_dir: str | Path, threads: int | None = None, self_check: bool | 
         EdgeftError: the backend for the bundle's format is not installed (with the install line).
     """
     folder, manifest = read_checked(bundle_dir)
+    task = runtime_task(manifest.get("task"))
+    if hasattr(task, "open"):  # generation loops over the graph with a KV cache: its own loaded object
+        return task.open(folder, manifest, threads, self_check)
     run, versions = BACKENDS[manifest["format"]](folder, manifest, threads)
     encoder = TextEncoder(folder / TOKENIZER, manifest["tokenizer"])
     versions = {"python": platform.python_version(), "numpy": np.__version__, "tokenizers": _tokenizers(), **versions}

@@ -83,12 +83,21 @@ DECODER_BACKENDS = {"onnx": load_onnx_decoder, "openvino": load_openvino_decoder
 
 def load_generator(bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True) -> "Generator":
     """Check a causal-LM bundle (hashes, no pickles) and load it for generation; see `edgeft.runtime.load`."""
+    folder, manifest = read_checked(bundle_dir)
+    return open_generator(folder, manifest, threads, self_check)
+
+
+def open_generator(folder: Path, manifest: dict, threads: int | None, self_check: bool | str) -> "Generator":
+    """A Generator for a bundle folder whose manifest `read_checked` has accepted; runs its self-check.
+
+    Raises:
+        BundleError: a format without a generation backend, or a failed self-check.
+    """
     import platform
     import warnings
 
-    folder, manifest = read_checked(bundle_dir)
     if manifest["format"] not in DECODER_BACKENDS:
-        raise BundleError(f"{bundle_dir}: generation runs on {', '.join(DECODER_BACKENDS)} bundles "
+        raise BundleError(f"{folder}: generation runs on {', '.join(DECODER_BACKENDS)} bundles "
                           f"(got {manifest['format']})")
     step, versions = DECODER_BACKENDS[manifest["format"]](folder, manifest, threads)
     versions = {"python": platform.python_version(), "numpy": np.__version__, **versions}
@@ -96,7 +105,7 @@ def load_generator(bundle_dir: str | Path, threads: int | None = None, self_chec
     if self_check and manifest["decoder"].get("self_check"):
         problem = generator.self_check()
         if problem and self_check == "warn":
-            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            warnings.warn(problem, RuntimeWarning, stacklevel=3)
         elif problem:
             raise BundleError(problem, exit_code=1)
     return generator
