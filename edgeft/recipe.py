@@ -61,10 +61,12 @@ class DataSpec(Strict):
     """Test data (same formats). Without it, metrics are reported on validation only."""
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
-    text_column: str = "text"
-    """Column holding the input text."""
-    label_column: str = "label"
-    """Column holding the class name (or id)."""
+    text_column: str | None = None
+    """Column holding the input: the text (default `text`), or for token classification in JSONL the list of
+    words (default `tokens`)."""
+    label_column: str | None = None
+    """Column holding the truth: the class name or id (default `label`), or for token classification in JSONL the
+    list of BIO tags (default `tags`). CoNLL files need no columns."""
     max_length: PositiveInt = 128
     """Tokens per input; longer texts are truncated."""
 
