@@ -87,19 +87,20 @@ def _read(source: str, split: str, spec: DataSpec, problems: list[str]):
         problems.append(f"{field}: cannot read {source}: {type(error).__name__}: {error}")
         return None
 
-    missing = [c for c in (spec.text_column, spec.label_column) if c not in dataset.column_names]
+    text_column, label_column = spec.text_column or "text", spec.label_column or "label"
+    missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
     if missing:
         for column in missing:
-            kind = "text_column" if column == spec.text_column else "label_column"
+            kind = "text_column" if column == text_column else "label_column"
             problems.append(
                 f"data.{kind}: no column {column!r} in {source}; columns are: {', '.join(dataset.column_names)}"
             )
         return None
-    dataset = dataset.select_columns([spec.text_column, spec.label_column])
-    if spec.text_column != "text":
-        dataset = dataset.rename_column(spec.text_column, "text")
-    if spec.label_column != "label":
-        dataset = dataset.rename_column(spec.label_column, "label")
+    dataset = dataset.select_columns([text_column, label_column])
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    if label_column != "label":
+        dataset = dataset.rename_column(label_column, "label")
 
     bad = [
         f"{source}: row {index + 1}: {why}"

@@ -175,6 +175,24 @@ class SequenceClassifier(EncoderClassifier):
         return nn.functional.cross_entropy(logits, labels)
 
 
+class TokenClassifier(EncoderClassifier):
+    """One label per token: dropout and a linear head on every token state (as transformers'
+    `BertForTokenClassification`). Logits have shape (batch, sequence, labels); positions labelled -100 (special
+    tokens, and every sub-word of a word but the first) are ignored by the loss."""
+
+    def __init__(self, encoder: nn.Module, head_config: HeadConfig):
+        super().__init__(encoder, head_config)
+        self.dropout = nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
+
+    def project(self, states, attention_mask):
+        return self.head(self.dropout(states))
+
+    def loss(self, logits, labels):
+        from edgeft.tasks.token_classification import IGNORED
+
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
+
+
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Mean over real tokens, or the first ([CLS]) token."""
     if pooling == "cls":

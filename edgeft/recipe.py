@@ -61,10 +61,13 @@ class DataSpec(Strict):
     """Test data (same formats). Without it, metrics are reported on validation only."""
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
-    text_column: str = "text"
-    """Column holding the input text (causal-lm: the prompt)."""
-    label_column: str = "label"
-    """Column holding the class name or id (causal-lm: the completion; a prompt may repeat once per reference)."""
+    text_column: str | None = None
+    """Column holding the input: the text (default `text`), for token classification in JSONL the list of words
+    (default `tokens`), for causal-lm the prompt (default `text`)."""
+    label_column: str | None = None
+    """Column holding the truth: the class name or id (default `label`), for token classification in JSONL the list
+    of BIO tags (default `tags`; CoNLL files need no columns), for causal-lm the completion (default `label`; a
+    prompt may repeat once per reference completion)."""
     max_length: PositiveInt = 128
     """Tokens per input; longer texts are truncated."""
 

@@ -106,7 +106,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
         return output
 
     metrics = {
-        name: task.split_metrics(logits, labels, getattr(splits, name), splits.labels)
+        name: task.split_metrics(logits, labels, tokenized[name], splits.labels)
         for name, (logits, labels) in evaluated.items()
     }
     metrics.update(

@@ -52,7 +52,8 @@ class Task(Protocol):
         """The Trainer's `compute_metrics` on validation (returns at least `metric`)."""
 
     def split_metrics(self, logits, label_ids, split, labels: list[str]) -> dict:
-        """metrics.json's entry for one split, from PyTorch logits (as the Trainer returns them) and the split."""
+        """metrics.json's entry for one split, from PyTorch logits and label ids (as the Trainer returns them)
+        and the split as `tokenize` made it."""
 
     def examples(self, split, labels: list[str]) -> list:
         """A split as the runtime's examples with their truth (e.g. (text, label), or (words, tags))."""
