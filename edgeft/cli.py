@@ -252,6 +252,30 @@ def predict(bundle, texts, as_json, top_k, threads, no_self_check):
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--max-new-tokens", default=64, show_default=True, help="Most tokens to generate.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy; higher samples more freely.")
+@click.option("--top-p", default=1.0, show_default=True, help="Sample from the smallest set reaching this probability.")
+@click.option("--stop", multiple=True, help="Stop before this text (repeatable).")
+@click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the bundle's prompt format.")
+@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+def generate(bundle, prompt, max_new_tokens, temperature, top_p, stop, seed, raw, threads):
+    """Generate text from PROMPT with a causal-LM BUNDLE, streamed as it comes (light runtime only, no torch).
+
+    Example usage:
+
+        edgeft generate runs/e2e-smollm2-lora/bundles/onnx-int4 "name[The Eagle], food[French], area[riverside]"
+    """
+    from edgeft.runtime.generate import generate_to
+
+    run_stage(generate_to, lambda piece: click.echo(piece, nl=False), bundle, prompt, max_new_tokens, temperature,
+              top_p, list(stop), seed, raw, threads)
+    click.echo()
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True, help="Wheel folder.")
 @click.option("--name", help="Distribution name (default: edgeft-bundle-<run>-<format>-<precision>).")
 @click.option("--version", "version_", default="0.1.0", show_default=True, help="Wheel version.")

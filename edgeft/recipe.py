@@ -151,8 +151,8 @@ class Recipe(Strict):
     """How the model is tuned."""
     training: TrainingSpec = TrainingSpec()
     """Optimisation settings."""
-    generation: GenerationSpec = GenerationSpec()
-    """Causal LMs only: prompt format and generation settings for scoring."""
+    generation: GenerationSpec | None = None
+    """Causal LMs only: prompt format and generation settings for scoring (None: the defaults)."""
     output: str | None = None
     """Run folder; default `runs/<name>`."""
     compress: dict[str, Any] | None = None

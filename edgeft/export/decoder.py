@@ -19,9 +19,11 @@ import numpy as np
 
 import edgeft
 from edgeft.atomic import promote
+from edgeft.decoders import GENERATION_FILE
 from edgeft.errors import EdgeftError, missing_extra
 from edgeft.export import onnx as onnx_export
 from edgeft.export import openvino as openvino_export
+from edgeft.export.source import RECIPE_LOCK, read_lock
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files
 from edgeft.runtime.tokenize import save_tokenizer
 
@@ -31,6 +33,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "position_ids")
 # fp32 graphs reproduce PyTorch up to kernel rounding (optimum measured 2.6e-3 on SmolLM2's logits, STACK.md).
 FP32_MAX_ABS_DIFF = 1e-2
 SELF_CHECK_TOKENS = 32
+CONTEXT_LIMIT = 1 << 20  # no limit of ours: the bundle's context is the model's (max_position_embeddings)
 
 
 def export_decoder(
@@ -123,6 +126,39 @@ def export_decoder(
         _write_manifest(stage, manifest)
         promote(stage, output)
     return output
+
+
+def decoder_run(source: str | Path) -> tuple[Path, Path | None] | None:
+    """(merged model folder, run folder or None) when `source` is a causal-LM run or its `merged/`, else None."""
+    path = Path(source).expanduser().resolve()
+    if (path / "merged" / GENERATION_FILE).is_file():
+        return path / "merged", path
+    if (path / GENERATION_FILE).is_file():
+        return path, path.parent if (path.parent / RECIPE_LOCK).is_file() else None
+    return None
+
+
+def export_run(source: str | Path, format: str, precision: str, output: str | Path | None = None, *,
+               min_agreement: float = 0.8, n_verify: int = 64, progress: bool = True) -> Path:
+    """Export a causal-LM run (`edgeft tune` with `model.task: causal-lm`) to `RUN/bundles/<format>-<precision>`,
+    verified on real (prompt, first reference) pairs of its recipe's test split (validation when it has none)."""
+    from edgeft.tasks import get_task
+
+    model_dir, run_dir = decoder_run(source)
+    settings = json.loads((model_dir / GENERATION_FILE).read_text())
+    if run_dir is None:
+        raise EdgeftError(f"{model_dir}: no {RECIPE_LOCK} beside it to take real prompts from; export the run folder")
+    recipe = read_lock(run_dir / RECIPE_LOCK)
+    task = get_task("causal-lm")
+    splits = task.load_splits(recipe.data, recipe.training.seed)
+    examples = [(prompt, refs[0]) for prompt, refs in task.examples(splits.test if splits.test is not None else splits.validation)][:n_verify]
+    output = Path(output) if output else run_dir / "bundles" / f"{format}-{precision}"
+    if output.exists() and not (output / MANIFEST).is_file():
+        raise EdgeftError(f"--output: {output} exists and is not a bundle; choose another folder")
+    return export_decoder(model_dir, format, precision, output, examples=examples,
+                          prompt_format=settings["prompt_format"], context_length=CONTEXT_LIMIT,
+                          max_new_tokens=min(settings["max_new_tokens"], 32), min_agreement=min_agreement,
+                          progress=progress)
 
 
 def export_onnx_fp32(model_dir: Path, workdir: Path) -> Path:

@@ -246,3 +246,19 @@ def _partial_stop(text: str, stops: list[str]) -> int:
     """Length of the longest tail of `text` that is a proper prefix of a stop string."""
     return max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
                default=0)
+
+
+def generate_to(write: Callable[[str], object], bundle: str | Path, prompt: str, max_new_tokens: int = 64,
+                temperature: float = 0.0, top_p: float = 1.0, stop: list[str] | tuple[str, ...] = (),
+                seed: int | None = None, raw: bool = False, threads: int | None = None) -> str:
+    """Load a bundle and stream the generation for `prompt` through `write` as it comes (`edgeft generate`).
+
+    Raises:
+        BundleError: a bad bundle, or a prompt that does not fit its context.
+    """
+    generator = load_generator(bundle, threads)
+    pieces = []
+    for piece in generator.stream(prompt, max_new_tokens, temperature, top_p, stop, seed, raw):
+        write(piece)
+        pieces.append(piece)
+    return "".join(pieces)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.errors import EdgeftError
+from edgeft.decoders import GENERATION_FILE
 from edgeft.runtime.generate import PROMPT
 from edgeft.runtime.tasks import causal_lm as device
 
@@ -24,7 +25,6 @@ IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 MERGE_TOLERANCE = 1e-3
 MERGE_CHECK_ROWS = 16
 GENERATION_BATCH = 16
-GENERATION_FILE = "generation.json"
 
 
 class CausalLM:
@@ -120,7 +120,7 @@ class CausalLM:
 
         splits = self.load_splits(recipe.data, recipe.training.seed)
         tokenizer = load_decoder_tokenizer(resolve_decoder(recipe.model.name))
-        prompt_format = build_prompt_format(tokenizer, recipe.generation)
+        prompt_format = build_prompt_format(tokenizer, generation_spec(recipe))
         summary = {"prompt_format": prompt_format, "splits": {}}
         for name, split in splits.items():
             tokenized = self.tokenize(split, tokenizer, 1 << 30, prompt_format)
@@ -156,7 +156,8 @@ class CausalLM:
         splits = self.load_splits(recipe.data, recipe.training.seed)
         source = resolve_decoder(recipe.model.name)
         tokenizer = load_decoder_tokenizer(source)
-        prompt_format = build_prompt_format(tokenizer, recipe.generation)
+        spec = generation_spec(recipe)
+        prompt_format = build_prompt_format(tokenizer, spec)
         model = apply_method(load_decoder(source, len(tokenizer), recipe.training.seed), recipe.method)
         params = count_parameters(model)
         max_length = recipe.data.max_length
@@ -175,7 +176,7 @@ class CausalLM:
             model.save_pretrained(folder / "adapter")
             tokenizer.save_pretrained(folder / "adapter")
             model = model.merge_and_unload()
-        merged_dir = save_merged(model, tokenizer, folder / "merged", prompt_format, recipe.generation, max_length)
+        merged_dir = save_merged(model, tokenizer, folder / "merged", prompt_format, spec, max_length)
         merged = load_decoder(merged_dir)
         diff = float(np.abs(tuned_logits - _logits(merged, check_rows, self.collator(tokenizer))).max())
         if diff > MERGE_TOLERANCE:
@@ -185,9 +186,9 @@ class CausalLM:
         for name in ("validation", "test"):
             if name in tokenized:
                 metrics[name], samples = self.score(merged, tokenizer, getattr(splits, name), tokenized[name],
-                                                    prompt_format, recipe.generation)
+                                                    prompt_format, spec)
         metrics.update(
-            samples=samples[: recipe.generation.samples],  # from the test split when there is one
+            samples=samples[: spec.samples],  # from the test split when there is one
             train={"seconds": round(seconds, 1), "steps": result.global_step,
                    "samples_per_second": result.metrics.get("train_samples_per_second"),
                    "epochs": trainer.state.epoch,
@@ -224,6 +225,13 @@ def _trainer_class():
             super().__init__(*args, **kwargs)  # no new head: one learning rate
 
     return CausalLMTrainer
+
+
+def generation_spec(recipe):
+    """The recipe's `generation` section, or its defaults."""
+    from edgeft.recipe import GenerationSpec
+
+    return recipe.generation or GenerationSpec()
 
 
 def build_prompt_format(tokenizer, spec) -> str:
