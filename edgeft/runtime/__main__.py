@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         from edgeft.runtime.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["bench-generate"]:
+        from edgeft.runtime.generate_bench import main as bench_generate_main
+
+        return bench_generate_main(argv[1:])
     if argv[:1] == ["generate"]:
         return _generate(argv[1:])
     if argv[:1] == ["predict"]:

@@ -142,8 +142,9 @@ class Generator:
         return logits[0]
 
     def token_stream(self, ids: list[int], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                     seed: int | None = None) -> Iterator[int]:
-        """New token ids after the prompt `ids`, one per step, until eos, `max_new_tokens` or the context is full.
+                     seed: int | None = None, ignore_eos: bool = False) -> Iterator[int]:
+        """New token ids after the prompt `ids`, one per step, until eos, `max_new_tokens` or the context is full
+        (`ignore_eos`: go on past eos, as a benchmark of a fixed output length does).
 
         Raises:
             PromptTooLong: the prompt alone fills the context.
@@ -155,7 +156,7 @@ class Generator:
         length = len(ids)
         for _ in range(limit):
             token = pick_token(logits[0, -1], temperature, top_p, rng)
-            if token in self.eos_ids:
+            if token in self.eos_ids and not ignore_eos:
                 return
             yield token
             if length + 1 >= self.context_length:
