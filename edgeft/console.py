@@ -21,14 +21,17 @@ def third_party_to(log_file: Path):
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
+    streams = sys.stdout, sys.stderr
     terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
-    with log_file.open("a") as log:
+    with log_file.open("a", buffering=1) as log:
         try:
             for fd in (1, 2):
                 os.dup2(log.fileno(), fd)
+            sys.stdout = sys.stderr = log  # Python-level writes too, where sys.stderr is not fd 2 (a test runner)
             yield terminal
         finally:
-            for stream in (sys.stdout, sys.stderr):
+            sys.stdout, sys.stderr = streams
+            for stream in streams:
                 stream.flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)

@@ -51,7 +51,7 @@ class DistillConfig(Strict):
 class Space(Strict):
     """What the search tries: distillation epochs; a student that no earlier pass changed is not distilled."""
 
-    epochs: list[PositiveFloat] = [1, 2, 3]
+    epochs: list[PositiveFloat] = Field([2, 3], min_length=1)
     """Choices for passes over the training data."""
     settings: DistillConfig = DistillConfig(learning_rate=1e-4)
     """Every other distillation setting (its `epochs` is replaced by the sampled one)."""
