@@ -94,12 +94,12 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
 
 def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     """Front and best on validation; the test split once, for the front (and the best)."""
-    from edgeft.compress import task
+    from edgeft.compress import scoring
     from edgeft.compress.search import baseline_params, candidates_of
     from edgeft.compress.select import choose, pareto_front
 
     setup, profile = search.setup, search.profile
-    config, metric = setup.config, task.METRIC
+    config, metric = setup.config, search.metric
     candidates = candidates_of(study)
     if not candidates:
         raise EdgeftError(f"no candidate could be measured in {len(study.trials)} trials; see search.log in "
@@ -112,15 +112,15 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     front = pareto_front(candidates, metric)
     tested = {c.bundle for c in front} | {best.bundle}
     if search.splits.test is not None:
-        labels = search.splits.labels
-        test = [(text, labels[label]) for text, label in zip(search.splits.test["text"], search.splits.test["label"])]
-        candidates = [replace(c, test=task.score_bundle(c.bundle, test, threads=profile.threads))
+        test = search.task.examples(search.splits.test, search.splits.labels)
+        candidates = [replace(c, test=scoring.bundle_metrics(c.bundle, test, threads=profile.threads))
                       if c.bundle in tested else c for c in candidates]
-        reference["test"] = task.score_model(search.teacher_dir, test)[metric]
+        reference["test"] = scoring.model_metrics(search.task, search.teacher_dir, search.splits.test,
+                                                  search.splits.labels)[metric]
     reference["validation"] = reference[metric]
     by_bundle = {c.bundle: c for c in candidates}
     front, best = [by_bundle[c.bundle] for c in front], by_bundle[best.bundle]
-    baselines = [tuple(sorted(p.items())) for p in baseline_params(config, search.export_choices)]
+    baselines = [tuple(sorted(p.items())) for p in baseline_params(config, search.passes, search.export_choices)]
     tuned = {(c.format, c.precision): c for c in candidates if tuple(sorted(c.settings.items())) in baselines}
     states = Counter(t.state.name for t in study.trials)
     summary = {

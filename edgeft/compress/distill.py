@@ -1,6 +1,6 @@
 """Knowledge distillation: a pruned student recovers accuracy from the tuned teacher, on the training data.
 
-Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)
+Loss = the task's `distill_loss` (alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels))
        + hidden_weight * MSE(student layer states, teacher layer states)   (only when the widths match)
 (Hinton et al. 2015; the T^2 keeps the soft-label gradients' scale independent of T. The hidden-state term is
 TinyBERT's, on the real tokens of each student layer and the teacher layer it came from.)
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
-from torch.nn import functional as F
 
 from edgeft.errors import EdgeftError
 from edgeft.models import SequenceClassifier
@@ -105,7 +104,8 @@ def distill(
         EdgeftError: different labels, a hidden-state loss between different widths, or a student vocabulary that
             is not part of the teacher's.
     """
-    from edgeft.training import build_trainer, model_logits, tokenize
+    from edgeft.tasks import get_task
+    from edgeft.training import build_trainer, model_logits
 
     if student.head_config.labels != teacher.head_config.labels:
         raise EdgeftError("distill: the student and the teacher must predict the same labels")
@@ -117,7 +117,7 @@ def distill(
     max_length = student.head_config.max_length
     tokenized = {}
     for name in ("train", "validation"):
-        split = tokenize(getattr(splits, name), tokenizer, max_length)
+        split = get_task(student.head_config.task).tokenize(getattr(splits, name), tokenizer, max_length)
         seen = split if id_map is None else split.map(lambda row: {"input_ids": id_map[row["input_ids"]].tolist()})
         logits = model_logits(teacher, seen, teacher_tokenizer or tokenizer)
         tokenized[name] = split.add_column(TEACHER_LOGITS, logits.tolist())
@@ -160,6 +160,7 @@ def _teacher_ids(tokenizer, teacher_tokenizer) -> torch.Tensor | None:
 @functools.cache
 def distill_trainer_class():
     """The Trainer subclass, built on first use: transformers is imported only when a student is distilled."""
+    from edgeft.tasks import get_task
     from edgeft.training import ClassifierTrainer
 
     class DistillTrainer(ClassifierTrainer):
@@ -168,6 +169,7 @@ def distill_trainer_class():
         def __init__(self, *args, teacher, distill_config: DistillConfig, teacher_ids=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.distill_config = distill_config
+            self.task = get_task(_unwrap(self.model).head_config.task)
             self.teacher = teacher.to(self.args.device) if distill_config.hidden_weight else None
             self.teacher_ids = teacher_ids.to(self.args.device) if teacher_ids is not None else None
 
@@ -183,14 +185,7 @@ def distill_trainer_class():
             labels = inputs.pop("labels")
             captured = _LayerStates(model) if self.teacher is not None else None
             logits = model(**inputs)
-            temperature = config.temperature
-            soft = F.kl_div(
-                F.log_softmax(logits / temperature, dim=-1),
-                F.log_softmax(teacher_logits.to(logits.dtype) / temperature, dim=-1),
-                reduction="batchmean",
-                log_target=True,
-            ) * temperature**2
-            loss = config.alpha * soft + (1 - config.alpha) * F.cross_entropy(logits, labels)
+            loss = self.task.distill_loss(logits, teacher_logits, labels, config.temperature, config.alpha)
             if captured is not None:
                 loss = loss + config.hidden_weight * self._hidden_loss(model, captured, inputs)
             return (loss, (loss, logits)) if return_outputs else loss

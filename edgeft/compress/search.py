@@ -29,7 +29,7 @@ from pathlib import Path
 
 import optuna
 
-from edgeft.compress import engine, task
+from edgeft.compress import engine, scoring
 from edgeft.compress.candidate import Candidate, Latency
 from edgeft.compress.config import CompressConfig
 from edgeft.compress.passes import LAST, PASSES, PassContext
@@ -80,22 +80,27 @@ class Search:
     """One process's view of the search: the data, the profile, the passes' context and the objective."""
 
     def __init__(self, setup: SearchSetup):
-        from edgeft.data import load_splits
         from edgeft.devices import load_profile
         from edgeft.export.source import read_lock, resolve
+        from edgeft.tasks import get_task
 
         self.setup, self.config = setup, setup.config
         source = resolve(setup.run_dir)
         recipe = read_lock(source.recipe)
-        self.splits = load_splits(recipe.data, seed=recipe.training.seed)
+        self.task = get_task(recipe.model.task)
+        self.metric = self.task.metric
+        self.splits = self.task.load_splits(recipe.data, recipe.training.seed)
         self.profile = load_profile(setup.target)
         self.teacher_dir, self.teacher_key = source.model_dir, engine.model_key(source.model_dir)
-        labels = self.splits.labels
+        # The task says which passes apply (e.g. no vocabulary pruning where it is not exact); export always does.
+        self.passes = [name for name in self.config.passes if name in self.task.passes or name == LAST]
         validation = self.splits.validation
-        self.validation = [(text, labels[label]) for text, label in zip(validation["text"], validation["label"])]
-        self.quick = self.validation[: self.config.search.quick_rows]
-        self.bench_texts = [text for text, _ in self.validation[: self.config.bench.texts]]
-        calibration = list(self.splits.train.shuffle(seed=recipe.training.seed)["text"][:300])
+        self.validation = self.task.examples(validation, self.splits.labels)
+        self.quick = validation.select(range(min(self.config.search.quick_rows, len(validation))))
+        self.bench_texts = [self.task.example_text(e) for e in self.validation[: self.config.bench.texts]]
+        train = self.splits.train.shuffle(seed=recipe.training.seed)
+        calibration = [self.task.example_text(e)
+                       for e in self.task.examples(train.select(range(min(300, len(train)))), self.splits.labels)]
         self.context = PassContext(self.teacher_dir, self.splits, self.validation, calibration)
         self.export_choices = self.config.export.choices(self.profile)
         self.reference = float("inf")  # the tuned model's validation metric, read from the study once it exists
@@ -104,7 +109,7 @@ class Search:
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", os.getpid())
         configs: dict = {}
-        for name in self.config.passes:
+        for name in self.passes:
             configs[name] = self.config.space(name).sample(trial, configs, self.profile)
         twin = self._finished_twin(trial)
         if twin is not None:
@@ -125,12 +130,12 @@ class Search:
             chain.append(describe(name, config))
         candidate = self._measure(trial.number, folder, configs[LAST], tuple(chain), dict(trial.params))
         trial.set_user_attr("candidate", candidate.to_json())
-        return candidate.validation[task.METRIC], candidate.latency.p50_ms
+        return candidate.validation[self.metric], candidate.latency.p50_ms
 
     def _measure(self, number: int, bundle: Path, export, chain: tuple, settings: dict) -> Candidate:
         from edgeft.bench import bench
 
-        quality = task.score_bundle(bundle, self.validation, threads=self.profile.threads)
+        quality = scoring.bundle_metrics(bundle, self.validation, threads=self.profile.threads)
         spec = self.config.bench
         report = bench(bundle, self.profile, runs=spec.runs, warmup=spec.warmup, texts=self.bench_texts,
                        remote=self.setup.remote)
@@ -144,8 +149,9 @@ class Search:
         """Score the student before the costly pass; stop the trial (PRUNED) when the pass would not pay now."""
         trials = trial.study.get_trials(deepcopy=False)
         known = _students(trials)
-        student = known.get(key) or {"key": key, "score": task.score_model(folder, self.quick)[task.METRIC],
-                                     "cost": _cost(folder)}
+        student = known.get(key) or {
+            "key": key, "score": scoring.model_metrics(self.task, folder, self.quick, self.splits.labels)[self.metric],
+            "cost": _cost(folder)}
         record = {**student, "work": float(getattr(config, "epochs", 1)) * student["cost"]}
         trial.set_user_attr("gate", record)
         known[key] = record
@@ -170,7 +176,7 @@ class Search:
         for other in trials:
             gate, candidate = other.user_attrs.get("gate"), other.user_attrs.get("candidate")
             if gate and candidate and gate["key"] != record["key"] and gate["cost"] <= record["cost"] \
-                    and candidate["validation"][task.METRIC] >= self.reference - drop - 1e-12:
+                    and candidate["validation"][self.metric] >= self.reference - drop - 1e-12:
                 return MATCHED, f"trial {other.number}"
         return None
 
@@ -242,7 +248,7 @@ def _not_promoted(record: dict, records: list[dict], rate: int) -> tuple[str, st
     mine = next(i for i, r in enumerate(records) if r["key"] == record["key"])
     if record["key"] in best or ranks[mine] == 0:
         return None
-    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick {task.METRIC}, size); the best {len(best)} "
+    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick score, size); the best {len(best)} "
             "and the front go on")
 
 
@@ -273,10 +279,10 @@ def describe(name: str, config) -> str:
     return name
 
 
-def baseline_params(config: CompressConfig, choices: list[str]) -> list[dict]:
+def baseline_params(config: CompressConfig, passes: list[str], choices: list[str]) -> list[dict]:
     """One trial per export target with every optional pass off: the tuned model as the target runs it."""
     off = {}
-    for name in config.passes:
+    for name in passes:
         off.update(getattr(config.space(name), "off", lambda: {})())
     return [{**off, LAST: choice} for choice in choices]
 
@@ -290,12 +296,14 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
     if resume:
         stale_to_failed(study)
     if "reference" not in study.user_attrs:
-        reference = task.score_model(search.teacher_dir, search.validation)
+        metrics = scoring.model_metrics(search.task, search.teacher_dir, search.splits.validation,
+                                        search.splits.labels)
+        reference = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
         study.set_user_attr("reference", reference)
-        study.set_user_attr("metric", task.METRIC)
-        for params in baseline_params(setup.config, search.export_choices):
+        study.set_user_attr("metric", search.metric)
+        for params in baseline_params(setup.config, search.passes, search.export_choices):
             study.enqueue_trial(params, skip_if_exists=True)
-    search.reference = study.user_attrs["reference"][task.METRIC]
+    search.reference = study.user_attrs["reference"][search.metric]
     workers = setup.config.search.workers
     if workers == 1:
         _optimize(search, study, setup, callback=lambda s, _t: progress.update(s))
@@ -324,7 +332,7 @@ def stale_to_failed(study: optuna.Study) -> None:
 def _worker(setup: SearchSetup, index: int) -> None:
     search = Search(setup)
     study = open_study(setup, worker=index)
-    search.reference = study.user_attrs["reference"][task.METRIC]
+    search.reference = study.user_attrs["reference"][search.metric]
     _optimize(search, study, setup)
 
 

@@ -78,7 +78,7 @@ def test_search_resumes_after_a_kill(run):
     report = (output / "report.md").read_text()
     assert "Chosen on validation" in report and (output / "pareto.png").is_file()
     assert "Map" in (output / "search.log").read_text()  # third-party progress went to the log
-    assert "Map" not in result.output and "trial 4/4" in result.output
+    assert "Map" not in result.output
 
 
 def test_two_workers_share_one_journal(run):
