@@ -104,6 +104,7 @@ class Search:
         self.context = PassContext(self.teacher_dir, self.splits, self.validation, calibration)
         self.export_choices = self.config.export.choices(self.profile)
         self.reference = float("inf")  # the tuned model's validation metric, read from the study once it exists
+        self.prior_rate = _tuning_rate(source.run_dir, self.teacher_dir)
 
     # --- the objective -------------------------------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -185,6 +186,7 @@ class Search:
             return None
         rates = [t.user_attrs["costly"]["seconds"] / t.user_attrs["gate"]["work"]
                  for t in trials if t.user_attrs.get("costly", {}).get("seconds") and "gate" in t.user_attrs]
+        rates = rates or ([self.prior_rate] if self.prior_rate else [])
         if not rates:
             return None
         estimate = max(rates) * record["work"]
@@ -233,6 +235,18 @@ def _cost(folder: Path) -> int:
     model = load_classifier(folder)
     embeddings = sum(p.numel() for p in model.encoder.get_input_embeddings().parameters())
     return sum(p.numel() for p in model.parameters()) - embeddings
+
+
+def _tuning_rate(run_dir: Path, teacher_dir: Path) -> float | None:
+    """Seconds per epoch per non-embedding parameter of the run's own tuning (metrics.json), a prior for the first
+    costly pass's duration: a distillation epoch costs about a fine-tuning epoch of the same model size."""
+    import json
+
+    metrics = Path(run_dir) / "metrics.json"
+    train = json.loads(metrics.read_text()).get("train", {}) if metrics.is_file() else {}
+    if not train.get("seconds") or not train.get("epochs"):
+        return None
+    return train["seconds"] / train["epochs"] / _cost(teacher_dir)
 
 
 def _students(trials) -> dict[str, dict]:
