@@ -77,8 +77,8 @@ def test_search_resumes_after_a_kill(run):
     assert summary["reference"]["test"] is not None and summary["budget_statistic"] == "p50"
     report = (output / "report.md").read_text()
     assert "Chosen on validation" in report and (output / "pareto.png").is_file()
-    assert "Map" in (output / "search.log").read_text()  # third-party progress went to the log
-    assert "Map" not in result.output
+    assert "train ━" in (output / "search.log").read_text()  # the distillations' progress went to the log
+    assert "train ━" not in result.output
 
 
 def test_two_workers_share_one_journal(run):
