@@ -1,8 +1,8 @@
 """`edgeft compress` on the tuned BANKING77 MiniLM, with the project's goals checked against references measured
 in the same run.
 
-Usage (from the repo root; hold the measurement lock so no other timing run overlaps):
-    flock /work/logs/measure.lock python -m benchmarks.compress_banking77 --label host-search -- --time-budget 90m
+Usage (from the repo root; --lock holds a file lock during the final measurement so no other timing run overlaps):
+    python -m benchmarks.compress_banking77 --label host-search --lock /work/logs/measure.lock -- --time-budget 90m
     python -m benchmarks.compress_banking77 --label host-search --measure-only   # re-measure a finished search
 
 1. Runs the real CLI, `edgeft compress RUN --target host --output RUN/compress/<label> [extra flags]` (timed), unless
@@ -17,6 +17,7 @@ Writes `benchmarks/results/compress_banking77_<label>.json` (command, seconds, t
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import multiprocessing
 import shlex
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +41,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per subject per round")
     parser.add_argument("--measure-only", action="store_true", help="skip the search; measure its result again")
+    parser.add_argument("--lock", type=Path, help="hold this file lock while measuring (not while searching)")
     parser.add_argument("extra", nargs="*", help="more `edgeft compress` flags, after --")
     args = parser.parse_args()
     label = args.label or args.target
@@ -52,7 +55,8 @@ def main() -> int:
         subprocess.run(command, check=True)
         seconds = round(time.perf_counter() - started)
     data = json.loads((folder / "candidates.json").read_text())
-    result = measure(args.run, data, args.rounds, args.runs)
+    with _held(args.lock):
+        result = measure(args.run, data, args.rounds, args.runs)
     RESULTS.mkdir(exist_ok=True)
     output = RESULTS / f"compress_banking77_{label}.json"
     previous = json.loads(output.read_text()) if output.exists() and args.measure_only else {}
@@ -66,6 +70,20 @@ def main() -> int:
         print(f"  {name}: {check['measured']:.3g} (goal {check['goal']}) {'met' if check['met'] else 'NOT met'}")
     print(f"wrote {output}")
     return 0
+
+
+@contextmanager
+def _held(lock: Path | None):
+    """An exclusive flock on `lock` (other timing runs wait), or nothing."""
+    if lock is None:
+        yield
+        return
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _search_summary(data: dict) -> dict:
