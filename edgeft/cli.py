@@ -34,7 +34,7 @@ def require(extra: str, what: str, *modules: str) -> None:
 @click.group()
 @click.version_option(__version__, prog_name="edgeft")
 def main():
-    """edgeft: fine-tune, compress, export and benchmark text classifiers for edge devices."""
+    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers) for edge devices."""
 
 
 @main.command()
@@ -226,7 +226,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
     click.echo(
         f"bundle: {folder}  (top-1 agreement {verification['top1_agreement']:.2%}, "
-        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} inputs)"
+        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} prediction rows of "
+        f"{verification['texts']} texts)"
     )
 
 
@@ -238,7 +239,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
 @click.option("--threads", type=int, help="Backend threads (default: its own choice).")
 @click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
 def predict(bundle, texts, as_json, top_k, threads, no_self_check):
-    """Classify TEXTS with a bundle, using only the light runtime ("-" reads texts from stdin).
+    """Run a bundle on TEXTS with only the light runtime: labels, or entities for a token classifier ("-" reads
+    texts from stdin).
 
     Example usage:
 
