@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -206,7 +207,7 @@ def _factory_args(row: Row) -> list[str]:
 
 
 class _bar:
-    """A rich progress bar on a terminal, plain lines otherwise; yields `advance(description)`."""
+    """A rich progress bar on a terminal, plain lines on stderr otherwise; yields `advance(description)`."""
 
     def __init__(self, enabled: bool, total: int):
         self.enabled, self.total, self.done, self.progress = enabled, total, 0, None
@@ -214,7 +215,7 @@ class _bar:
     def __enter__(self):
         from rich.progress import Progress
 
-        if self.enabled:
+        if self.enabled and sys.stderr.isatty():
             self.progress = Progress(transient=True)
             self.progress.__enter__()
             self.task = self.progress.add_task("bench", total=self.total)
@@ -222,6 +223,8 @@ class _bar:
         def advance(description: str) -> None:
             if self.progress:
                 self.progress.update(self.task, description=description, completed=self.done)
+            elif self.enabled:
+                print(f"[{self.done + 1}/{self.total}] {description}", file=sys.stderr, flush=True)
             self.done += 1
 
         return advance
