@@ -114,6 +114,9 @@ class TrainingSpec(Strict):
     """Evaluate and checkpoint every N steps; None: once per epoch."""
     max_steps: PositiveInt | None = None
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
+    group_by_length: bool = False
+    """Batch rows of similar length together (less padding, less compute when lengths vary a lot; the batches
+    are still shuffled)."""
 
 
 class Recipe(Strict):

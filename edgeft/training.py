@@ -164,6 +164,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         disable_tqdm=True,
         save_safetensors=True,
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        group_by_length=training.group_by_length,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
