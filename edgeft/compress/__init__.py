@@ -161,5 +161,6 @@ def _write(work: Path, output: Path, summary: dict, candidates: list, front: lis
                 f"{Path(summary['run']).name} on {summary['target']}")
     write_report(work / "report.md", summary, candidates, front)
     (work / "candidates.json").write_text(json.dumps(
-        {"summary": summary, "candidates": [c.to_json() for c in candidates]}, indent=2))
+        {"summary": summary, "candidates": [{**c.to_json(), "pareto": c.name in summary["front"]} for c in candidates]},
+        indent=2))
     promote(work, output)
