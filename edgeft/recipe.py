@@ -117,6 +117,9 @@ class TrainingSpec(Strict):
     """Batch rows of similar token length together (less padding; worth it when lengths vary, e.g. generation)."""
     max_steps: PositiveInt | None = None
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
+    group_by_length: bool = False
+    """Batch rows of similar length together (less padding, less compute when lengths vary a lot; the batches
+    are still shuffled)."""
 
 
 class GenerationSpec(Strict):
