@@ -126,3 +126,22 @@ def test_a_bundle_below_min_agreement_is_not_written(tiny_llama_dir, tmp_path):
                        prompt_format=PROMPT_FORMAT, context_length=CONTEXT, min_agreement=1.0, progress=False)
     assert error.value.exit_code == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_generation_bench_decodes_the_stated_length_in_fresh_processes(onnx_fp32, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeft.cli import main
+
+    # execute: two interleaved rounds, each a fresh light-runtime process generating once past any eos
+    result = CliRunner().invoke(main, ["bench", str(onnx_fp32), "--rounds", "2", "--new-tokens", "8", "--seq-len",
+                                       "10", "--json", str(tmp_path / "bench.json")])
+    # assert
+    assert result.exit_code == 0, result.output
+    assert "decode tok/s" in result.output
+    (report,) = json.loads((tmp_path / "bench.json").read_text())
+    assert report["rounds"] == 2 and report["prompt_tokens"] == 10
+    assert all(sample["new_tokens"] == 8 for run in report["raw"] for sample in run["samples"])
+    decode = report["decode_tokens_per_s"]["p50"]
+    assert decode["ci"][0] <= decode["value"] <= decode["ci"][1] and decode["value"] > 0
+    assert report["peak_rss_mb"] > 0
