@@ -113,8 +113,6 @@ class TrainingSpec(Strict):
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
     eval_steps: PositiveInt | None = None
     """Evaluate and checkpoint every N steps; None: once per epoch."""
-    group_by_length: bool = False
-    """Batch rows of similar token length together (less padding; worth it when lengths vary, e.g. generation)."""
     max_steps: PositiveInt | None = None
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
     group_by_length: bool = False

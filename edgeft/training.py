@@ -163,7 +163,6 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         greater_is_better=choose_on != "loss",
         # Without metrics to compute, evaluation only needs the loss (a causal LM's logits would fill the memory).
         prediction_loss_only=compute_metrics is None,
-        group_by_length=training.group_by_length,
         seed=training.seed,
         data_seed=training.seed,
         bf16=use_bf16,

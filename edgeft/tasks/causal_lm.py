@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.errors import EdgeftError
 from edgeft.decoders import GENERATION_FILE
+from edgeft.errors import EdgeftError
 from edgeft.runtime.generate import PROMPT
 from edgeft.runtime.tasks import causal_lm as device
 
@@ -144,8 +144,6 @@ class CausalLM:
         Returns:
             (metrics, the Trainer's log history, the model source), or (None, None, None) on ranks other than 0.
         """
-        import torch
-
         from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
         from edgeft.methods import apply_method
         from edgeft.models import count_parameters

@@ -170,3 +170,9 @@ def test_generate_refuses_a_prompt_longer_than_the_context(lora_run):
     result = CliRunner().invoke(main, ["generate", str(bundle), "word " * 300])
     assert result.exit_code == 2
     assert "context holds 256 tokens" in result.output and "Traceback" not in result.output
+
+
+def test_compress_says_what_to_do_for_a_causal_lm(lora_run):
+    result = CliRunner().invoke(main, ["compress", str(lora_run), "--target", "host"])
+    assert result.exit_code == 2
+    assert "causal LM" in result.output and "edgeft export" in result.output
