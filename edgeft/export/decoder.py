@@ -244,7 +244,8 @@ def verify(model, generator, sequences, greedy_examples, max_new_tokens: int) ->
                            "top1_agreement": agree / max(positions, 1), "max_abs_diff": max(diffs)},
         "greedy": {"prompts": len(greedy_examples), "max_new_tokens": max_new_tokens, "identical": same,
                    "mean_common_prefix_tokens": float(np.mean(prefix)) if prefix else 0.0},
-        "n_inputs": len(sequences),
+        "n_inputs": positions,  # prediction rows compared: completion positions
+        "texts": len(sequences),
         "top1_agreement": agree / max(positions, 1),
         "max_abs_diff": max(diffs),
     }
