@@ -245,10 +245,10 @@ def predict(bundle, texts, as_json, top_k, threads, no_self_check):
 
         edgeft predict runs/banking77-minilm-lora/bundles/onnx-int8 "my card has not arrived" --json
     """
-    from edgeft.runtime.predict import predict_texts, render
+    from edgeft.runtime.predict import predict_texts
 
-    records = run_stage(predict_texts, bundle, list(texts), threads, top_k, "warn" if no_self_check else True)
-    click.echo(render(records, as_json))
+    click.echo(run_stage(predict_texts, bundle, list(texts), threads, top_k, "warn" if no_self_check else True,
+                         as_json))
 
 
 @main.command()

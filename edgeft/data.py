@@ -87,19 +87,20 @@ def _read(source: str, split: str, spec: DataSpec, problems: list[str]):
         problems.append(f"{field}: cannot read {source}: {type(error).__name__}: {error}")
         return None
 
-    missing = [c for c in (spec.text_column, spec.label_column) if c not in dataset.column_names]
+    text_column, label_column = spec.text_column or "text", spec.label_column or "label"
+    missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
     if missing:
         for column in missing:
-            kind = "text_column" if column == spec.text_column else "label_column"
+            kind = "text_column" if column == text_column else "label_column"
             problems.append(
                 f"data.{kind}: no column {column!r} in {source}; columns are: {', '.join(dataset.column_names)}"
             )
         return None
-    dataset = dataset.select_columns([spec.text_column, spec.label_column])
-    if spec.text_column != "text":
-        dataset = dataset.rename_column(spec.text_column, "text")
-    if spec.label_column != "label":
-        dataset = dataset.rename_column(spec.label_column, "label")
+    dataset = dataset.select_columns([text_column, label_column])
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    if label_column != "label":
+        dataset = dataset.rename_column(label_column, "label")
 
     bad = [
         f"{source}: row {index + 1}: {why}"
@@ -127,11 +128,12 @@ def _natural_key(label: str):
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 
-def summarize(splits: Splits, tokenizer, max_length: int) -> dict:
-    """Rows per split, label count and token-length percentiles, for `--dry-run`."""
+def summarize(splits: Splits, tokenizer, max_length: int, task) -> dict:
+    """Rows per split, label count and token-length percentiles of the task's texts, for `--dry-run`."""
     summary = {"labels": len(splits.labels), "splits": {}}
     for name, split in splits.items():
-        lengths = np.array([len(ids) for ids in tokenizer(list(split["text"]))["input_ids"]])
+        texts = [task.example_text(example) for example in task.examples(split, splits.labels)]
+        lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
         summary["splits"][name] = {
             "rows": len(split),
             "tokens_p50": int(np.percentile(lengths, 50)),

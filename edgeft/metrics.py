@@ -21,3 +21,28 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
         },
     }
 
+
+
+def entity_metrics(y_true: list[list[str]], y_pred: list[list[str]]) -> dict:
+    """Entity-level precision/recall/F1 (exact span and type, micro and per type) with seqeval, as the CoNLL and
+    WNUT shared tasks score them, plus token accuracy (a secondary number: most tokens are `O`).
+
+    Args:
+        y_true, y_pred: one list of BIO tags per sentence, word-aligned.
+    """
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    return {
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "token_accuracy": float(accuracy_score(y_true, y_pred)),
+        "sentences": len(y_true),
+        "entities": int(report["micro avg"]["support"]) if "micro avg" in report else 0,
+        "per_type": {
+            name: {"precision": float(scores["precision"]), "recall": float(scores["recall"]),
+                   "f1": float(scores["f1-score"]), "support": int(scores["support"])}
+            for name, scores in report.items() if not name.endswith(" avg")
+        },
+    }

@@ -1,9 +1,9 @@
-"""Model resolution and the sequence classifier every stage shares.
+"""Model resolution and the encoder-plus-head models every stage shares.
 
-A classifier is a Hugging Face encoder, a pooling step and a linear head. On disk it is a plain HF folder
-(`config.json`, `model.safetensors`, tokenizer files) plus `classifier.json` (pooling, labels) and
-`classifier.safetensors` (the head), so the encoder part stays loadable by any HF tool and pruning metadata
-(`config.pruned_heads`) travels with it.
+A model is a Hugging Face encoder and a linear head; its task (`edgeft.tasks`) says how encoder states become
+logits. On disk it is a plain HF folder (`config.json`, `model.safetensors`, tokenizer files) plus
+`classifier.json` (task, pooling, labels) and `classifier.safetensors` (the head), so the encoder part stays
+loadable by any HF tool and pruning metadata (`config.pruned_heads`) travels with it.
 """
 
 from __future__ import annotations
@@ -98,11 +98,15 @@ def _from_pretrained(source: str | Path):
         return AutoModel.from_pretrained(str(source))
 
 
+DEFAULT_TASK = "sequence-classification"
+
+
 @dataclass
 class HeadConfig:
-    """How encoder states become logits; saved as `classifier.json`."""
+    """How encoder states become logits; saved as `classifier.json` (older files without `task` are sentences)."""
 
     labels: list[str]
+    task: str = DEFAULT_TASK
     pooling: str = "mean"
     normalize: bool = True
     scale: float = 20.0
@@ -110,8 +114,8 @@ class HeadConfig:
     extra: dict = field(default_factory=dict)
 
 
-class SequenceClassifier(nn.Module):
-    """Encoder + pooling (+ optional L2 normalisation and a fixed scale, a cosine classifier) + linear head."""
+class EncoderClassifier(nn.Module):
+    """Encoder + linear head; a subclass says how states become logits (`project`) and what the loss is."""
 
     # The Trainer reads this when a checkpoint reloads with de-duplicated (aliased) tensors missing.
     _keys_to_ignore_on_save = None
@@ -120,22 +124,23 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head_config = head_config
-        hidden = encoder.config.hidden_size
-        self.head = nn.Linear(hidden, len(head_config.labels))
+        self.head = nn.Linear(encoder.config.hidden_size, len(head_config.labels))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
-        """Logits of shape (batch, labels); with `labels`, returns (loss, logits) for the Trainer."""
+        """Logits; with `labels`, returns (loss, logits) for the Trainer."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        states = self.encoder(**inputs).last_hidden_state
-        pooled = pool(states, attention_mask, self.head_config.pooling)
-        if self.head_config.normalize:
-            pooled = nn.functional.normalize(pooled, dim=-1) * self.head_config.scale
-        logits = self.head(pooled)
+        logits = self.project(self.encoder(**inputs).last_hidden_state, attention_mask)
         if labels is None:
             return logits
-        return nn.functional.cross_entropy(logits, labels), logits
+        return self.loss(logits, labels), logits
+
+    def project(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def save(self, folder: Path, tokenizer=None) -> None:
         """Write the HF encoder folder plus the head (`classifier.json`, `classifier.safetensors`)."""
@@ -153,6 +158,41 @@ class SequenceClassifier(nn.Module):
         head_state = {name: tensor.detach().contiguous() for name, tensor in self.head.state_dict().items()}
         save_file(head_state, str(folder / CLASSIFIER_WEIGHTS))
 
+
+class SequenceClassifier(EncoderClassifier):
+    """One label per text: pooling (+ optional L2 normalisation and a fixed scale, a cosine classifier) + head.
+
+    Logits have shape (batch, labels).
+    """
+
+    def project(self, states, attention_mask):
+        pooled = pool(states, attention_mask, self.head_config.pooling)
+        if self.head_config.normalize:
+            pooled = nn.functional.normalize(pooled, dim=-1) * self.head_config.scale
+        return self.head(pooled)
+
+    def loss(self, logits, labels):
+        return nn.functional.cross_entropy(logits, labels)
+
+
+class TokenClassifier(EncoderClassifier):
+    """One label per token: dropout and a linear head on every token state (as transformers'
+    `BertForTokenClassification`). Logits have shape (batch, sequence, labels); positions labelled -100 (special
+    tokens, and every sub-word of a word but the first) are ignored by the loss."""
+
+    def __init__(self, encoder: nn.Module, head_config: HeadConfig):
+        super().__init__(encoder, head_config)
+        self.dropout = nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
+
+    def project(self, states, attention_mask):
+        return self.head(self.dropout(states))
+
+    def loss(self, logits, labels):
+        from edgeft.tasks.token_classification import IGNORED
+
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
+
+
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Mean over real tokens, or the first ([CLS]) token."""
     if pooling == "cls":
@@ -162,9 +202,11 @@ def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def load_classifier(folder: str | Path) -> SequenceClassifier:
-    """Load a classifier saved by `SequenceClassifier.save` (safetensors only, nothing unpickled)."""
+def load_classifier(folder: str | Path) -> EncoderClassifier:
+    """Load a model saved by `EncoderClassifier.save` (safetensors only, nothing unpickled); its task builds it."""
     from safetensors.torch import load_file
+
+    from edgeft.tasks import get_task
 
     folder = Path(folder)
     config_file = folder / CLASSIFIER_CONFIG
@@ -172,7 +214,7 @@ def load_classifier(folder: str | Path) -> SequenceClassifier:
         raise EdgeftError(f"{folder} is not an edgeft classifier folder (no {CLASSIFIER_CONFIG})")
     head_config = HeadConfig(**json.loads(config_file.read_text()))
     encoder = _from_pretrained(folder)
-    model = SequenceClassifier(encoder, head_config)
+    model = get_task(head_config.task).build_model(encoder, head_config)
     model.head.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
     return model.eval()
 

@@ -10,9 +10,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgeft.errors import EdgeftError
+from edgeft.tasks import DEFAULT_TASK, TASKS
 
 METHODS = ("lora", "dora", "ia3", "prefix", "ptuning-v2", "full", "head-only")
 
@@ -25,14 +35,23 @@ class ModelSpec(Strict):
     name: str = "minilm"
     """`minilm` (the offline all-MiniLM-L6-v2), `tiny-bert` (random 2-layer BERT for tests), a local HF folder,
     or a hub id (needs network)."""
-    task: Literal["sequence-classification"] = "sequence-classification"
-    """What the model is tuned for. Only text classification for now."""
+    task: str = DEFAULT_TASK
+    """What the model is tuned for (`edgeft.tasks.TASKS`): `sequence-classification` (one label per text) or
+    `token-classification` (one BIO tag per word: named entities)."""
     pooling: Literal["auto", "mean", "cls"] = "auto"
-    """How token states become one vector: `auto` uses the model's own (sentence-transformers folders say mean)."""
+    """Sentence classification: how token states become one vector; `auto` uses the model's own
+    (sentence-transformers folders say mean)."""
     normalize: bool = True
-    """L2-normalise the pooled vector before the head (a cosine classifier; suits sentence encoders)."""
+    """Sentence classification: L2-normalise the pooled vector before the head (a cosine classifier)."""
     logit_scale: PositiveFloat = 20.0
-    """Fixed scale applied after normalisation, so the softmax can be sharp."""
+    """Sentence classification: fixed scale applied after normalisation, so the softmax can be sharp."""
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in TASKS:
+            raise ValueError(f"must be one of {', '.join(TASKS)}")
+        return task
 
 
 class DataSpec(Strict):
@@ -42,10 +61,12 @@ class DataSpec(Strict):
     """Test data (same formats). Without it, metrics are reported on validation only."""
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
-    text_column: str = "text"
-    """Column holding the input text."""
-    label_column: str = "label"
-    """Column holding the class name (or id)."""
+    text_column: str | None = None
+    """Column holding the input: the text (default `text`), or for token classification in JSONL the list of
+    words (default `tokens`)."""
+    label_column: str | None = None
+    """Column holding the truth: the class name or id (default `label`), or for token classification in JSONL the
+    list of BIO tags (default `tags`). CoNLL files need no columns."""
     max_length: PositiveInt = 128
     """Tokens per input; longer texts are truncated."""
 
@@ -93,6 +114,9 @@ class TrainingSpec(Strict):
     """Evaluate and checkpoint every N steps; None: once per epoch."""
     max_steps: PositiveInt | None = None
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
+    group_by_length: bool = False
+    """Batch rows of similar length together (less padding, less compute when lengths vary a lot; the batches
+    are still shuffled)."""
 
 
 class Recipe(Strict):

@@ -42,15 +42,15 @@ def write_lock(path: Path, recipe: Recipe, recipe_hash: str, model_source) -> No
     path.write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
-def plot_curves(log_history: list[dict], path: Path) -> None:
-    """Training loss per logging step and validation accuracy per evaluation, against epochs."""
+def plot_curves(log_history: list[dict], path: Path, metric: str = "accuracy") -> None:
+    """Training loss per logging step and the validation metric per evaluation, against epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     train = [(r["epoch"], r["loss"]) for r in log_history if "loss" in r]
-    evals = [(r["epoch"], r["eval_accuracy"]) for r in log_history if "eval_accuracy" in r]
+    evals = [(r["epoch"], r[f"eval_{metric}"]) for r in log_history if f"eval_{metric}" in r]
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     if train:
         loss_axis.plot(*zip(*train), color="tab:blue", label="train loss")
@@ -58,8 +58,8 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     loss_axis.set_ylabel("train loss", color="tab:blue")
     accuracy_axis = loss_axis.twinx()
     if evals:
-        accuracy_axis.plot(*zip(*evals), "o-", color="tab:orange", label="validation accuracy")
-    accuracy_axis.set_ylabel("validation accuracy", color="tab:orange")
+        accuracy_axis.plot(*zip(*evals), "o-", color="tab:orange", label=f"validation {metric}")
+    accuracy_axis.set_ylabel(f"validation {metric}", color="tab:orange")
     figure.suptitle("Training curves")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -91,13 +91,9 @@ def plot_confusion(y_true, y_pred, labels: list[str], path: Path, split: str) ->
     plt.close(figure)
 
 
-def write_model_card(path: Path, recipe: Recipe, metrics: dict, model_source) -> None:
-    """A short model card: what was tuned how, on what, with which results."""
-    rows = [
-        f"| {split} | {metrics[split]['accuracy']:.4f} | {metrics[split]['macro_f1']:.4f} | {metrics[split]['rows']} |"
-        for split in ("validation", "test")
-        if split in metrics
-    ]
+def write_model_card(path: Path, recipe: Recipe, metrics: dict, model_source, table: list[str],
+                     figures: list[str]) -> None:
+    """A short model card: what was tuned how, on what, with which results (the task's `table` and `figures`)."""
     merge = metrics["merge"]
     merge_line = (
         f"merged/ reproduces the tuned logits to {merge['max_abs_diff']:.2e} on {merge['rows']} rows."
@@ -106,20 +102,17 @@ def write_model_card(path: Path, recipe: Recipe, metrics: dict, model_source) ->
     )
     text = f"""# {recipe.name}
 
-Text classifier tuned by edgeft from `{recipe.model.name}` ({model_source}) with `{recipe.method.kind}`.
+`{recipe.model.task}` model tuned by edgeft from `{recipe.model.name}` ({model_source}) with `{recipe.method.kind}`.
 
 - Labels: {len(metrics['labels'])} (id order in `metrics.json`)
 - Trainable parameters: {metrics['params']['trainable']:,} of {metrics['params']['total']:,}
 - Training: {metrics['train']['steps']} steps, {metrics['train']['seconds']} s on {metrics['train']['device']}
 - {merge_line}
 
-| split | accuracy | macro-F1 | rows |
-| --- | --- | --- | --- |
-{chr(10).join(rows)}
+{chr(10).join(table)}
 
 Use: `edgeft export {path.parent} --format onnx`, or load `merged/` with `edgeft.models.load_classifier`.
 The exact recipe, package versions and data hashes are in `recipe.lock.yaml`.
 ![curves](curves.png)
-![confusion](confusion.png)
-"""
+""" + "".join(f"![{Path(name).stem}]({name})\n" for name in figures)
     path.write_text(text)

@@ -66,9 +66,10 @@ class ClassifierTrainer(Trainer):
 
 
 class RichProgress(TrainerCallback):
-    """Rich progress bars for training steps and evaluation batches, with the latest loss and accuracy."""
+    """Rich progress bars for training steps and evaluation batches, with the latest loss and validation metric."""
 
-    def __init__(self):
+    def __init__(self, metric: str = "accuracy"):
+        self.metric = metric
         self.progress = None
         self.train_task = self.eval_task = None
 
@@ -99,9 +100,9 @@ class RichProgress(TrainerCallback):
         if self.progress and self.eval_task is not None:
             self.progress.remove_task(self.eval_task)
             self.eval_task = None
-            if metrics and "eval_accuracy" in metrics:
+            if metrics and f"eval_{self.metric}" in metrics:
                 self.progress.console.print(
-                    f"epoch {state.epoch:.2f}: validation accuracy {metrics['eval_accuracy']:.4f}"
+                    f"epoch {state.epoch:.2f}: validation {self.metric} {metrics[f'eval_{self.metric}']:.4f}"
                 )
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
@@ -125,13 +126,15 @@ class JsonlLog(TrainerCallback):
                 log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
-def _compute_metrics(prediction) -> dict:
-    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
-
-
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
                   **extra):
-    """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early."""
+    """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early.
+
+    The model's task (`model.head_config.task`) gives the batch collator and the validation metric it chooses on.
+    """
+    from edgeft.tasks import get_task
+
+    task = get_task(model.head_config.task)
     per_steps = training.eval_steps is not None
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch
@@ -152,7 +155,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         logging_steps=10,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
+        metric_for_best_model=task.metric,
         greater_is_better=True,
         seed=training.seed,
         data_seed=training.seed,
@@ -161,10 +164,11 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         disable_tqdm=True,
         save_safetensors=True,
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        group_by_length=training.group_by_length,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks = [RichProgress(), JsonlLog(folder / "train_log.jsonl")]
+    callbacks = [RichProgress(task.metric), JsonlLog(folder / "train_log.jsonl")]
     if training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))
     trainer = (trainer_class or ClassifierTrainer)(
@@ -172,8 +176,8 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_compute_metrics,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=task.compute_metrics(model.head_config.labels),
         callbacks=callbacks,
         head_learning_rate=training.head_learning_rate,
         **extra,
@@ -202,7 +206,11 @@ def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.inference_mode()
 def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Logits of a model on a tokenized split in this process only (for checks and distillation targets)."""
+    """The task's prediction rows (one per text, or one per real token) of a model on a tokenized split, in this
+    process only (for checks and distillation targets)."""
+    from edgeft.tasks import get_task
+
+    rows_of = get_task(model.head_config.task).runtime.rows
     collator = DataCollatorWithPadding(tokenizer)
     columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
     rows = dataset.select_columns(columns)
@@ -210,5 +218,5 @@ def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE) -
     chunks = []
     for start in range(0, len(rows), batch_size):
         batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        chunks.append(model(**batch).float().numpy())
+        chunks.append(rows_of(model(**batch).float().numpy(), batch["attention_mask"].numpy()))
     return np.concatenate(chunks)

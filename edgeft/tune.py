@@ -1,4 +1,4 @@
-"""`edgeft tune`: fine-tune a classifier from a recipe with transformers' Trainer + peft, evaluate, merge.
+"""`edgeft tune`: fine-tune a model for its task from a recipe with transformers' Trainer + peft, evaluate, merge.
 
 Everything is written into `.<name>.partial/` beside the output folder and renamed into place at the end, so a
 failed run never leaves a half run folder; `resume=True` continues from the last checkpoint in that folder.
@@ -20,13 +20,12 @@ import torch
 
 from edgeft import run_report
 from edgeft.atomic import promote
-from edgeft.data import load_splits, summarize
+from edgeft.data import summarize
 from edgeft.errors import EdgeftError
 from edgeft.methods import MERGEABLE, apply_method
-from edgeft.metrics import classification_metrics
 from edgeft.models import (
+    EncoderClassifier,
     HeadConfig,
-    SequenceClassifier,
     count_parameters,
     default_pooling,
     load_classifier,
@@ -35,7 +34,8 @@ from edgeft.models import (
     resolve_model,
 )
 from edgeft.recipe import Recipe, dump_recipe
-from edgeft.training import build_trainer, last_checkpoint, model_logits, predict_logits, tokenize
+from edgeft.tasks import get_task
+from edgeft.training import build_trainer, last_checkpoint, model_logits, predict_logits
 
 MERGE_TOLERANCE = 1e-3
 MERGE_CHECK_ROWS = 256
@@ -43,9 +43,10 @@ MERGE_CHECK_ROWS = 256
 
 def dry_run(recipe: Recipe) -> dict:
     """The resolved recipe and a data summary, without training."""
-    splits = load_splits(recipe.data, recipe.training.seed)
+    task = get_task(recipe.model.task)
+    splits = task.load_splits(recipe.data, recipe.training.seed)
     tokenizer = load_tokenizer(resolve_model(recipe.model.name))
-    return {"recipe": dump_recipe(recipe), "data": summarize(splits, tokenizer, recipe.data.max_length)}
+    return {"recipe": dump_recipe(recipe), "data": summarize(splits, tokenizer, recipe.data.max_length, task)}
 
 
 def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overwrite: bool = False) -> Path:
@@ -68,22 +69,24 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     datasets.disable_progress_bars()
 
     torch.manual_seed(recipe.training.seed)
-    splits = load_splits(recipe.data, recipe.training.seed)
+    task = get_task(recipe.model.task)
+    splits = task.load_splits(recipe.data, recipe.training.seed)
     source = resolve_model(recipe.model.name)
     tokenizer = load_tokenizer(source)
     pooling = default_pooling(source) if recipe.model.pooling == "auto" else recipe.model.pooling
     head_config = HeadConfig(
         labels=splits.labels,
+        task=task.name,
         pooling=pooling,
         normalize=recipe.model.normalize,
         scale=recipe.model.logit_scale,
         max_length=recipe.data.max_length,
     )
     encoder = apply_method(load_encoder(source, vocab_size=len(tokenizer)), recipe.method)
-    model = SequenceClassifier(encoder, head_config)
+    model = task.build_model(encoder, head_config)
     params = count_parameters(model)
 
-    tokenized = {name: tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
+    tokenized = {name: task.tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
     trainer = build_trainer(model, recipe.training, tokenizer, tokenized, partial)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last_checkpoint(partial) if resume else None)
@@ -95,10 +98,11 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
         return output
 
     metrics = {
-        name: classification_metrics(labels, logits.argmax(-1), splits.labels)
+        name: task.split_metrics(logits, labels, tokenized[name], splits.labels)
         for name, (logits, labels) in evaluated.items()
     }
     metrics.update(
+        task=task.name,
         labels=splits.labels,
         params=params,
         method=recipe.method.kind,
@@ -113,7 +117,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     )
     check_split = tokenized.get("test") or tokenized["validation"]
     metrics["merge"] = _save_model(model, recipe, tokenizer, check_split, partial)
-    _write_outputs(partial, recipe, recipe_hash, metrics, trainer.state.log_history, evaluated, source)
+    _write_outputs(partial, recipe, recipe_hash, metrics, trainer.state.log_history, evaluated, source, task)
     _commit(partial, output)
     return output
 
@@ -134,7 +138,7 @@ def _prepare(output: Path, partial: Path, recipe_hash: str, resume: bool, overwr
     stamp.write_text(recipe_hash)
 
 
-def _save_model(model: SequenceClassifier, recipe: Recipe, tokenizer, check_split, folder: Path) -> dict:
+def _save_model(model: EncoderClassifier, recipe: Recipe, tokenizer, check_split, folder: Path) -> dict:
     """Save adapter/ and merged/, and check the reloaded merged model reproduces the tuned logits."""
     model.eval()
     kind = recipe.method.kind
@@ -157,14 +161,14 @@ def _save_model(model: SequenceClassifier, recipe: Recipe, tokenizer, check_spli
     return {"supported": True, "max_abs_diff": diff, "rows": len(rows), "tolerance": MERGE_TOLERANCE}
 
 
-def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source) -> None:
+def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source, task) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_report.write_lock(folder / "recipe.lock.yaml", recipe, recipe_hash, source)
-    run_report.plot_curves(log_history, folder / "curves.png")
+    run_report.plot_curves(log_history, folder / "curves.png", task.metric)
     split = "test" if "test" in evaluated else "validation"
     logits, labels = evaluated[split]
-    run_report.plot_confusion(labels, logits.argmax(-1), metrics["labels"], folder / "confusion.png", split)
-    run_report.write_model_card(folder / "README.md", recipe, metrics, source)
+    figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
+    run_report.write_model_card(folder / "README.md", recipe, metrics, source, task.card_table(metrics), figures)
 
 
 def _commit(partial: Path, output: Path) -> None:

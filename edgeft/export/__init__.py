@@ -1,4 +1,4 @@
-"""`edgeft export`: a classifier to a verified bundle (ONNX, OpenVINO IR or TFLite) at a chosen precision.
+"""`edgeft export`: a tuned model to a verified bundle (ONNX, OpenVINO IR or TFLite) at a chosen precision.
 
 Every bundle is run through `edgeft.runtime` on real inputs and compared to the PyTorch model before it is written;
 one that fails its tolerance is not written. The per-format writers and their quantizers are plain functions
@@ -77,7 +77,8 @@ def export(
         format: one of FORMATS.
         precision: one of PRECISIONS[format].
         output: the bundle folder; default `<run>/bundles/<format>-<precision>`. An existing bundle is replaced.
-        texts: verification inputs (texts or (text, label) pairs); default: `n_verify` test texts of the run's recipe.
+        texts: verification inputs (texts, or the task's examples such as (text, label) pairs); default: `n_verify`
+            test examples of the run's recipe.
         calibration_texts: for int8 calibration; default: training texts of the run's recipe (or `texts`).
         min_agreement: the top-1 agreement a quantized bundle needs (fp32 always needs 100%).
         n_verify: how many recipe texts to verify on.
@@ -96,20 +97,21 @@ def export(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from edgeft.models import load_classifier, load_tokenizer
+    from edgeft.tasks import get_task
 
     src = resolve(source)
+    output = Path(output) if output else (src.run_dir or src.model_dir.parent) / "bundles" / f"{format}-{precision}"
+    _check_output(output)
+    model = load_classifier(src.model_dir)
+    task = get_task(model.head_config.task)
     if texts is None:
         examples, recipe_calibration, inputs_from = run_examples(src, n_verify)
     else:
         examples = [item if isinstance(item, tuple) else (item, None) for item in texts]
-        recipe_calibration, inputs_from = [text for text, _ in examples], "texts given to export()"
-    output = Path(output) if output else (src.run_dir or src.model_dir.parent) / "bundles" / f"{format}-{precision}"
-    _check_output(output)
-
-    model = load_classifier(src.model_dir)
+        recipe_calibration, inputs_from = [task.example_text(item) for item in examples], "texts given to export()"
     tokenizer = load_tokenizer(src.model_dir)
     max_length = int(model.head_config.max_length)
-    verify_texts = [text for text, _ in examples]
+    verify_texts = [task.example_text(item) for item in examples]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.tmp-") as tmp, Progress(
@@ -123,6 +125,7 @@ def export(
         fields = FORMATS[format](model, stage, precision, job)
         save_tokenizer(tokenizer, stage / TOKENIZER)
         manifest = {
+            "task": task.name,
             "format": format,
             "precision": precision,
             "files": describe_files(stage, [*fields.pop("files"), TOKENIZER]),
@@ -139,7 +142,8 @@ def export(
         bar.update(step, description=f"verifying {format} {precision} on {len(verify_texts)} inputs against PyTorch")
         from edgeft.runtime import load
 
-        candidate = load(stage, self_check=False, trusted_keys=[]).logits(verify_texts)
+        predictor = load(stage, self_check=False, trusted_keys=[])
+        candidate = predictor.logits(verify_texts)
         reference = torch_logits(model, tokenizer, verify_texts, max_length)
         verification = judge(compare(reference, candidate), precision, min_agreement)
         verification.update(_accuracies(examples, model.head_config.labels, reference, candidate))
@@ -148,7 +152,9 @@ def export(
         if not verification["passed"]:
             raise EdgeftError(_failure(format, precision, verification), exit_code=1)
         manifest["verification"] = verification
-        manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"])
+        counts = predictor.task.row_counts(predictor, verify_texts)
+        manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"],
+                                                  counts)
         _write_manifest(stage, manifest)
         if sign_key:
             sign_bundle(stage, sign_key)
@@ -192,9 +198,9 @@ def _source_info(src) -> dict:
 
 
 def _accuracies(examples, labels, reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Accuracy of PyTorch and of the artifact on the verification inputs, when they carry labels."""
+    """Accuracy of PyTorch and of the artifact on the verification inputs, when each carries one label."""
     index = {label: i for i, label in enumerate(labels)}
-    if any(label not in index for _, label in examples):
+    if any(not isinstance(label, str) or label not in index for _, label in examples) or len(reference) != len(examples):
         return {}
     truth = np.array([index[label] for _, label in examples])
     return {

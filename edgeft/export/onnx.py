@@ -14,14 +14,19 @@ PRECISIONS = ("fp32", "int8", "int4")
 
 
 def export_fp32(model, path: Path, sample: dict) -> None:
-    """Trace the classifier to ONNX with dynamic batch and sequence axes; logits are the one output."""
+    """Trace the model to ONNX with dynamic batch and sequence axes; `logits` (axes as its task names them) is the
+    one output."""
     import torch
+
+    from edgeft.tasks import get_task
 
     try:
         import onnx  # noqa: F401  (torch.onnx needs it to serialize)
     except ImportError:
         raise missing_extra("ONNX export", "export") from None
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    output_axes = get_task(model.head_config.task).output_axes
+    axes["logits"] = {index: name for index, name in enumerate(output_axes) if name in ("batch", "sequence")}
     args = tuple(torch.as_tensor(sample[name]) for name in INPUT_NAMES)
     with torch.no_grad():
         # The TorchScript exporter: parity 2e-7 on MiniLM and a graph quantize_dynamic accepts as is (STACK.md).
@@ -31,7 +36,7 @@ def export_fp32(model, path: Path, sample: dict) -> None:
             str(path),
             input_names=list(INPUT_NAMES),
             output_names=["logits"],
-            dynamic_axes={**axes, "logits": {0: "batch"}},
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
@@ -70,5 +75,16 @@ def write(model, folder: Path, precision: str, job) -> dict:
         float_path = job.workdir / "float.onnx"
         export_fp32(model, float_path, job.sample)
         QUANTIZERS[precision](float_path, folder / "model.onnx")
-    inputs = [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUT_NAMES]
-    return {"files": ["model.onnx"], "inputs": inputs, "outputs": [{"name": "logits", "shape": ["batch", "labels"]}]}
+    return {"files": ["model.onnx"], "inputs": input_specs(), "outputs": output_specs(model)}
+
+
+def input_specs() -> list[dict]:
+    """The manifest's `inputs` of an ONNX-derived graph (ONNX, OpenVINO)."""
+    return [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUT_NAMES]
+
+
+def output_specs(model) -> list[dict]:
+    """The manifest's `outputs`: `logits` with the axes the model's task names."""
+    from edgeft.tasks import get_task
+
+    return [{"name": "logits", "shape": list(get_task(model.head_config.task).output_axes)}]

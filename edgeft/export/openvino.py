@@ -72,10 +72,9 @@ def write(model, folder: Path, precision: str, job) -> dict:
     elif precision == "int4":
         ov_model = compress_weights(ov_model, bits=4)
     ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=precision == "fp16")
-    inputs = [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in onnx_export.INPUT_NAMES]
     return {
         "files": ["model.xml", "model.bin"],
-        "inputs": inputs,
-        "outputs": [{"name": "logits", "shape": ["batch", "labels"]}],
+        "inputs": onnx_export.input_specs(),
+        "outputs": onnx_export.output_specs(model),
         "runtime_config": FP32_CONFIG if precision == "fp32" else {},
     }

@@ -45,17 +45,17 @@ def resolve(path: str | Path) -> Source:
     )
 
 
-def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[str], str]:
-    """Verification examples and calibration texts from the run's recipe.
+def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list, list[str], str]:
+    """Verification examples and calibration texts from the run's recipe, read by its task.
 
     Returns:
-        (up to `count` (text, label) pairs sampled from the test split, topped up from train;
-        up to CALIBRATION_TEXTS training texts for calibration; a description of where the examples came from).
+        (up to `count` of the task's examples (e.g. (text, label) pairs) sampled from the test split, topped up
+        from train; up to CALIBRATION_TEXTS training texts for calibration; where the examples came from).
 
     Raises:
         EdgeftError: no recipe to take texts from.
     """
-    from edgeft.data import load_splits
+    from edgeft.tasks import get_task
 
     if source.recipe is None:
         raise EdgeftError(
@@ -63,12 +63,14 @@ def run_examples(source: Source, count: int, seed: int = 0) -> tuple[list[tuple[
             "export a run folder, or pass texts= from Python"
         )
     recipe = read_lock(source.recipe)
-    splits = load_splits(recipe.data, seed=recipe.training.seed)
+    task = get_task(recipe.model.task)
+    splits = task.load_splits(recipe.data, recipe.training.seed)
     # Test texts first; a small test split is topped up with training texts so verification sees `count` inputs.
-    examples = _sample(splits.test, splits.labels, count, seed) if splits.test is not None else []
+    examples = _sample(task, splits.test, splits.labels, count, seed) if splits.test is not None else []
     from_test = len(examples)
-    examples += _sample(splits.train, splits.labels, count - from_test, seed)
-    calibration = [text for text, _ in _sample(splits.train, splits.labels, CALIBRATION_TEXTS, seed + 1)]
+    examples += _sample(task, splits.train, splits.labels, count - from_test, seed)
+    calibration = [task.example_text(item)
+                   for item in _sample(task, splits.train, splits.labels, CALIBRATION_TEXTS, seed + 1)]
     return examples, calibration, f"{from_test} test + {len(examples) - from_test} train texts of {source.recipe}"
 
 
@@ -86,8 +88,7 @@ def read_lock(path: Path):
     return validate_recipe({**raw, "data": data}, source=str(path))
 
 
-def _sample(split, labels: list[str], count: int, seed: int) -> list[tuple[str, str]]:
+def _sample(task, split, labels: list[str], count: int, seed: int) -> list:
     # Files like BANKING77 are grouped by label: a seeded shuffle covers every label instead of the first few.
     order = np.random.default_rng(seed).permutation(len(split))[:count]
-    texts, ids = split["text"], split["label"]
-    return [(texts[i], labels[ids[i]]) for i in order.tolist()]
+    return task.examples(split.select(order.tolist()), labels)

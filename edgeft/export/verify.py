@@ -17,9 +17,13 @@ SELF_CHECK_SLACK = 2.0
 
 
 def torch_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-    """The reference: the PyTorch classifier on transformers' tokenization, padded to each batch's longest."""
+    """The reference: the PyTorch model's prediction rows (its task's: per text, or per real token) on
+    transformers' tokenization, padded to each batch's longest."""
     import torch
 
+    from edgeft.tasks import get_task
+
+    rows_of = get_task(model.head_config.task).runtime.rows
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -30,7 +34,8 @@ def torch_logits(model, tokenizer, texts: list[str], max_length: int, batch_size
                 max_length=max_length,
                 return_tensors="pt",
             )
-            chunks.append(model(batch["input_ids"], batch["attention_mask"]).float().numpy())
+            logits = model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+            chunks.append(rows_of(logits, batch["attention_mask"].numpy()))
     return np.concatenate(chunks)
 
 
@@ -54,41 +59,40 @@ def judge(result: dict, precision: str, min_agreement: float) -> dict:
     return {**result, "tolerance": {"top1_agreement": min_agreement}, "passed": passed}
 
 
-def self_check_entry(texts: list[str], reference: np.ndarray, candidate: np.ndarray, max_abs_diff: float) -> dict:
+def self_check_entry(texts: list[str], reference: np.ndarray, candidate: np.ndarray, max_abs_diff: float,
+                     row_counts: list[int] | None = None) -> dict:
     """A few reference texts (confident, top-1 agreeing, one of them the longest) and their expected logits.
 
     Expected logits are the artifact's own on the export host; a device that deviates from them by more than the
-    tolerance, or flips a top-1, runs a broken or incompatible backend.
+    tolerance, or flips a top-1, runs a broken or incompatible backend. `row_counts` gives each text's number of
+    prediction rows (default one: a sentence classifier); a text counts as agreeing and confident by its worst row.
     """
-    agree = np.flatnonzero(reference.argmax(axis=1) == candidate.argmax(axis=1))
-    top2 = np.sort(reference[agree], axis=1)[:, -2:]
-    confident = agree[np.argsort(top2[:, 0] - top2[:, 1])][: SELF_CHECK_TEXTS - 1].tolist()
+    counts = row_counts or [1] * len(texts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    agrees = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    agree = np.array([i for i, (start, count) in enumerate(zip(starts, counts)) if agrees[start:start + count].all()])
+    margin = np.array([(top2[start:start + count, 1] - top2[start:start + count, 0]).min()
+                       for start, count in zip(starts[agree], np.asarray(counts)[agree])]) if len(agree) else agree
+    confident = agree[np.argsort(-margin)][: SELF_CHECK_TEXTS - 1].tolist()
     longest = max(agree.tolist(), key=lambda i: len(texts[i]), default=None)
     chosen = list(dict.fromkeys(confident + ([longest] if longest is not None else [])))
+    rows = [row for i in chosen for row in range(starts[i], starts[i] + counts[i])]
     return {
         "texts": [texts[i] for i in chosen],
-        "expected_logits": candidate[chosen].round(6).tolist(),
+        "expected_logits": candidate[rows].round(6).tolist(),
         "tolerance": max(FP32_TOLERANCE, SELF_CHECK_SLACK * max_abs_diff),
     }
 
 
-def evaluate(bundle, examples: list[tuple[str, str]], batch_size: int = 32, threads: int | None = None) -> dict:
-    """Accuracy and macro-F1 of a bundle on (text, label) pairs, run in its own runtime (no torch).
+def evaluate(bundle, examples: list, batch_size: int = 32, threads: int | None = None) -> dict:
+    """Quality of a bundle on its task's examples (e.g. (text, label) pairs), run in its own runtime (no torch).
 
     Raises:
-        EdgeftError: a label in `examples` that the bundle does not know.
+        EdgeftError: examples the bundle cannot score (e.g. a label it does not know).
     """
-    from edgeft.errors import EdgeftError
     from edgeft.runtime import load
+    from edgeft.tasks import get_task
 
     predictor = load(bundle, threads=threads, self_check=False, trusted_keys=[])
-    index = {label: i for i, label in enumerate(predictor.labels)}
-    unknown = sorted({label for _, label in examples} - set(index))
-    if unknown:
-        raise EdgeftError(f"labels not in the bundle: {', '.join(unknown[:10])}")
-    truth = np.array([index[label] for _, label in examples])
-    predicted = predictor.logits([text for text, _ in examples], batch_size).argmax(axis=1)
-    from edgeft.metrics import classification_metrics
-
-    metrics = classification_metrics(truth, predicted, predictor.labels)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": len(examples)}
+    return get_task(predictor.task.name).evaluate_predictor(predictor, examples, batch_size)

@@ -1,10 +1,12 @@
-"""The device runtime: load a verified bundle and classify texts with numpy, `tokenizers` and one backend.
+"""The device runtime: load a verified bundle and run it with numpy, `tokenizers` and one backend.
 
-Nothing here imports torch, transformers, optimum or datasets; only the backend the bundle's format needs.
+Nothing here imports torch, transformers, optimum or datasets; only the backend the bundle's format needs. What the
+outputs mean is the bundle's task's (`edgeft.runtime.tasks`):
 
-    >>> predictor = edgeft.runtime.load("runs/banking77/bundles/onnx-int8")
-    >>> predictor.predict(["my card has not arrived"])
+    >>> edgeft.runtime.load("runs/banking77/bundles/onnx-int8").predict(["my card has not arrived"])
     [('card_arrival', 0.97)]
+    >>> edgeft.runtime.load("runs/wnut17/bundles/onnx-int8").predict(["I flew to Paris"])
+    [[{'text': 'Paris', 'type': 'location', 'start': 10, 'end': 15, 'score': 0.93}]]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 from edgeft.errors import EdgeftError
 from edgeft.runtime.backends import BACKENDS, Backend
 from edgeft.runtime.bundle import TOKENIZER, BundleError, read_checked
+from edgeft.runtime.tasks import runtime_task
+from edgeft.runtime.tasks.sequence_classification import softmax
 from edgeft.runtime.tokenize import TextEncoder
 
 __all__ = ["load", "Predictor", "BundleError", "softmax", "as_texts"]
@@ -85,6 +89,7 @@ class Predictor:
 
     def __init__(self, manifest: dict, encoder: TextEncoder, run, runtime_versions: dict, sequence_multiple: int = 1):
         self.manifest = manifest
+        self.task = runtime_task(manifest.get("task"))
         self.labels: list[str] = list(manifest.get("labels") or [])
         self.runtime_versions = runtime_versions
         self._encoder = encoder
@@ -93,10 +98,20 @@ class Predictor:
         self._dtype = np.dtype(manifest["inputs"][0]["dtype"])  # int64 for ONNX/OpenVINO, int32 for TFLite
         self._multiple = sequence_multiple
 
+    def encodings(self, texts: list, pretokenized: bool = False) -> list:
+        """`tokenizers` encodings (ids, tokens, offsets, word ids), special tokens added, truncated."""
+        return self._encoder.encodings(texts, pretokenized)
+
+    def subword_rule(self) -> tuple[bool, int | None]:
+        """Whether the tokenizer marks word continuations (WordPiece `##`), and its unknown-token id."""
+        return self._encoder.word_aware, self._encoder.unk_id
+
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Token arrays padded to the batch's longest text, rounded up to the backend's sequence multiple (TFLite:
         to the smallest fixed-shape bucket that fits)."""
-        ids = self._encoder.token_ids(texts)
+        return self._pad(self._encoder.token_ids(texts))
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
         if not self._buckets:
             longest = max(len(row) for row in ids)
             length = min(-(-longest // self._multiple) * self._multiple, max(self._encoder.max_length, longest))
@@ -104,40 +119,40 @@ class Predictor:
         longest = max(len(row) for row in ids)
         bucket = self._pick_bucket(len(ids), longest)
         rows = -len(ids) % bucket["batch"]
-        # Filler rows repeat a real one (an all-padding row would pool over nothing); predict drops them.
+        # Filler rows repeat a real one (an all-padding row would pool over nothing); they are dropped after the run.
         return self._encoder.pad(ids + [ids[-1]] * rows, length=bucket["seq"], dtype=self._dtype)
 
     def run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        """The raw backend call: logits (rows, labels) as float32."""
+        """The raw backend call: the graph's output (logits) as float32."""
         return np.asarray(self._run(encoded), dtype=np.float32)
 
+    def forward(self, ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs and attention mask for one batch of token id rows (filler rows dropped)."""
+        encoded = self._pad(ids)
+        return self.run(encoded)[: len(ids)], encoded["attention_mask"][: len(ids)]
+
     def logits(self, texts: list[str] | str, batch_size: int = 32) -> np.ndarray:
-        """Logits for every text, in batches.
+        """The task's prediction rows for every text, in batches: (texts, labels), or (real tokens, labels).
 
         Raises:
             TypeError: texts that are not a string or a list/tuple of strings.
             ValueError: a batch_size that is not a positive integer.
         """
         texts = as_texts(texts)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer (got {batch_size!r})")
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
-            chunks.append(self.run(self.encode(batch))[: len(batch)])
+        check_batch_size(batch_size)
+        chunks = [
+            self.task.rows(*self.forward(self._encoder.token_ids(list(texts[start : start + batch_size]))))
+            for start in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict(self, texts: list[str] | str, probabilities: bool = False, batch_size: int = 32) -> list[tuple]:
-        """Top label and its probability per text; with `probabilities`, also the full vector (label order).
-
-        Returns:
-            [(label, score)] or [(label, score, probs)] with probs a numpy array over `self.labels`.
-        """
-        probs = softmax(self.logits(texts, batch_size))
-        best = probs.argmax(axis=1)
-        if probabilities:
-            return [(self.labels[i], float(p[i]), p) for i, p in zip(best, probs)]
-        return [(self.labels[i], float(p[i])) for i, p in zip(best, probs)]
+    def predict(self, texts: list[str] | str, **options) -> list:
+        """The task's results per text: `[(label, score)]` for a sentence classifier (`probabilities=True` adds
+        the full vector), `[[{"text", "type", "start", "end", "score"}]]` for a token classifier
+        (`aggregation="first"|"max"|"average"`)."""
+        texts = as_texts(texts)
+        check_batch_size(options.get("batch_size", 1))
+        return self.task.predict(self, texts, **options)
 
     def self_check(self) -> str | None:
         """Run the manifest's reference texts; a message when this runtime disagrees with the export host.
@@ -181,10 +196,10 @@ def as_texts(texts) -> list[str]:
     return list(texts)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def check_batch_size(batch_size) -> None:
+    """A batch size must be a positive int (-1 or 0 would silently return nothing)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (got {batch_size!r})")
 
 
 def _tokenizers() -> str:

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     if argv[:1] == ["predict"]:
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="python -m edgeft.runtime", description="Classify texts with a bundle.")
+    parser = argparse.ArgumentParser(prog="python -m edgeft.runtime", description="Run a bundle on texts.")
     parser.add_argument("bundle", help="bundle folder (with manifest.json)")
     parser.add_argument("texts", nargs="+", help='texts to classify; "-" reads one per line from stdin')
     parser.add_argument("--json", action="store_true", help="one JSON object per text")
@@ -28,17 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-self-check", action="store_true", help="skip the load-time self-check (warn only)")
     args = parser.parse_args(argv)
 
-    from edgeft.runtime.predict import predict_texts, render
+    from edgeft.runtime.predict import predict_texts
 
     try:
-        records = predict_texts(
-            args.bundle, args.texts, args.threads, args.top_k, "warn" if args.no_self_check else True
+        output = predict_texts(
+            args.bundle, args.texts, args.threads, args.top_k, "warn" if args.no_self_check else True, args.json
         )
     except EdgeftError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return error.exit_code
-    print(render(records, args.json))
+    print(output)
     return 0
 
 

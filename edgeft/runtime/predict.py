@@ -1,24 +1,19 @@
-"""`edgeft predict` and `python -m edgeft.runtime predict`: classify texts given on the command line or stdin."""
+"""`edgeft predict` and `python -m edgeft.runtime predict`: run a bundle on texts given on the command line or stdin."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from edgeft.errors import EdgeftError
 from edgeft.runtime import load
 
-# Control characters (newlines, tabs, terminal escape codes) would break the one-line-per-text plain output.
-_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 
-
-def predict_texts(
-    bundle: str | Path, texts: list[str], threads: int | None = None, top_k: int = 1, self_check: bool | str = True
-) -> list[dict]:
-    """Load a bundle and classify texts; one record per text with its `top_k` labels and probabilities.
+def predict_texts(bundle: str | Path, texts: list[str], threads: int | None = None, top_k: int = 1,
+                  self_check: bool | str = True, as_json: bool = False) -> str:
+    """Load a bundle, run it on texts and render the results in its task's words: JSON lines for machines, or
+    readable lines (a sentence classifier: label, score and the `top_k` alternatives; a token classifier: the
+    entities with their character offsets), control characters escaped.
 
     Texts "-" means: read one text per line from stdin (UTF-8; blank lines skipped).
 
@@ -32,12 +27,7 @@ def predict_texts(
     if list(texts) == ["-"]:
         texts = read_stdin_texts()
     predictor = load(bundle, threads=threads, self_check=self_check)
-    records = []
-    for text, (label, score, probs) in zip(texts, predictor.predict(list(texts), probabilities=True)):
-        order = np.argsort(-probs)[:top_k]
-        top = [{"label": predictor.labels[i], "score": round(float(probs[i]), 6)} for i in order]
-        records.append({"text": text, "label": label, "score": round(score, 6), "top": top})
-    return records
+    return predictor.task.render(predictor.task.records(predictor, list(texts), top_k), as_json)
 
 
 def read_stdin_texts(stream=None) -> list[str]:
@@ -55,19 +45,3 @@ def read_stdin_texts(stream=None) -> list[str]:
     if not texts:
         raise EdgeftError("stdin: no texts (expected one text per line)")
     return texts
-
-
-def render(records: list[dict], as_json: bool) -> str:
-    """JSON lines for machines, or `label  score  text` lines for people (control characters escaped)."""
-    if as_json:
-        return "\n".join(json.dumps(record, ensure_ascii=False) for record in records)
-    lines = []
-    for record in records:
-        alternatives = "".join(f"  ({escape(t['label'])} {t['score']:.3f})" for t in record["top"][1:])
-        lines.append(f"{escape(record['label'])}\t{record['score']:.3f}\t{escape(record['text'])}{alternatives}")
-    return "\n".join(lines)
-
-
-def escape(text: str) -> str:
-    """`text` with backslashes and control characters escaped, so it prints on one line and moves no cursor."""
-    return text.replace("\\", "\\\\").translate(_ESCAPES)

@@ -28,9 +28,24 @@ class TextEncoder:
         self.tokenizer.no_padding()  # padding is done below, to the batch's longest or to a fixed bucket
         self.tokenizer.enable_truncation(self.max_length, direction=settings.get("truncation_side", "right"))
 
+    def encodings(self, texts: list, pretokenized: bool = False) -> list:
+        """`tokenizers.Encoding` per text (or per list of words when `pretokenized`), special tokens added,
+        truncated to max_length."""
+        return self.tokenizer.encode_batch(list(texts), is_pretokenized=pretokenized)
+
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, special tokens added, truncated to max_length."""
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        return [encoding.ids for encoding in self.encodings(texts)]
+
+    @property
+    def word_aware(self) -> bool:
+        """Whether the vocabulary marks word continuations (WordPiece's `##`), so sub-words can be told apart."""
+        return bool(getattr(self.tokenizer.model, "continuing_subword_prefix", None))
+
+    @property
+    def unk_id(self) -> int | None:
+        unknown = getattr(self.tokenizer.model, "unk_token", None)
+        return self.tokenizer.token_to_id(unknown) if unknown else None
 
     def pad(self, ids: list[list[int]], length: int | None = None, dtype=np.int64) -> dict[str, np.ndarray]:
         """Pad to `length` (default: the longest), on the side the model was trained with."""
