@@ -165,32 +165,53 @@ def devices_show(name):
 @click.option("--remote-python", help="Python on the device with the edgeft runtime (default: the profile's).")
 @click.option("--ssh-option", "ssh_options", multiple=True, help="Extra ssh/scp option, e.g. --ssh-option=-F --ssh-option=cfg.")
 @click.option("--install", "wheel", type=click.Path(path_type=Path), help="Install this edgeft wheel on the device first.")
-@click.option("--runs", default=100, show_default=True, help="Timed runs after warm-up.")
-@click.option("--warmup", default=10, show_default=True, help="Untimed warm-up runs.")
+@click.option("--emulate", is_flag=True, help="Run the bundle's wheel in an emulated root of the target's CPU "
+              "(qemu) and check its predictions equal this host's; correctness only, no timings.")
+@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds, one fresh process per bundle each.")
+@click.option("--seconds", default=1.0, show_default=True, help="Least timed wall time per process.")
+@click.option("--runs", default=20, show_default=True, help="Least timed calls per process.")
+@click.option("--warmup", default=10, show_default=True, help="Untimed warm-up calls per process.")
 @click.option("--batch", default=1, show_default=True, help="Texts per call.")
-@click.option("--seq-len", type=int, help="Tokens per text (default: the bundle's reference texts, real lengths).")
+@click.option("--seq-len", type=int, help="Tokens per text (default: the bundle's reference sample, real lengths).")
 @click.option("--threads", type=int, help="Inference threads (default: the profile's).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report(s) as JSON here.")
 @click.option("--compare", is_flag=True, help="Bench several BUNDLES and draw a PNG bar chart side by side.")
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("bench_compare.png"), show_default=True,
               help="Where --compare writes its chart.")
-def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, runs, warmup, batch, seq_len, threads,
-                  json_path, compare, plot):
+def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, emulate, rounds, seconds, runs, warmup,
+                  batch, seq_len, threads, json_path, compare, plot):
     """Latency of BUNDLE on the host, on a device over SSH, or estimated for a device profile.
+
+    Measured numbers come from interleaved rounds of fresh processes on the bundle's reference sample of real texts
+    (p50/p90 with bootstrap 95% intervals, an A/A row showing the run's noise floor, raw latencies in --json).
 
     Example usage:
 
         edgeft bench runs/quickstart/bundles/onnx-int8
         edgeft bench runs/quickstart/bundles/onnx-int8 --target rpi4
+        edgeft bench runs/quickstart/bundles/onnx-int8 --target rpi4 --emulate
         edgeft bench bundle/ --target rpi4 --remote ssh://pi@raspberrypi.local
         edgeft bench --compare a/ b/ c/ --plot compare.png
     """
-    from edgeft.bench import bench_many
     from edgeft.bench.report import show
+
+    if emulate:
+        from edgeft.bench.emulate import emulate as run_emulated
+        from edgeft.bench.report import show_emulated
+
+        if len(bundles) != 1:
+            raise click.UsageError("--emulate checks one bundle")
+        result = run_stage(run_emulated, bundles[0], target, json_path=json_path)
+        show_emulated(result)
+        if not result["equal"]:
+            sys.exit(1)
+        return
+    from edgeft.bench import bench_many
 
     reports = run_stage(bench_many, bundles, target, compare=compare, remote=remote, remote_python=remote_python,
                         ssh_options=list(ssh_options), install=wheel, runs=runs, warmup=warmup, batch=batch,
-                        seq_len=seq_len, threads=threads, json_path=json_path, plot=plot)
+                        seq_len=seq_len, threads=threads, rounds=rounds, seconds=seconds, json_path=json_path,
+                        plot=plot)
     show(reports)
     for path in (json_path, plot if compare else None):
         if path:

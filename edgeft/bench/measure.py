@@ -7,6 +7,7 @@ same code and the peak RSS is that of a process holding one model. The remote pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -58,45 +59,56 @@ class Remote:
 
 
 def bench_args(runs: int, warmup: int, batch: int, seq_len: int | None, threads: int | None,
-               texts_file: Path | None = None) -> list[str]:
+               texts_file: Path | None = None, seconds: float = 0.0) -> list[str]:
     """Command-line options of the runtime's bench for these settings."""
     args = ["--json", "-", "--runs", str(runs), "--warmup", str(warmup), "--batch", str(batch)]
+    args += ["--seconds", str(seconds)] if seconds else []
     args += ["--seq-len", str(seq_len)] if seq_len else []
     args += ["--texts", str(texts_file)] if texts_file else []
     return args + (["--threads", str(threads)] if threads else [])
 
 
-def measure_host(bundle: Path, args: list[str]) -> dict:
-    """Run the timing loop in a fresh Python process on this machine (the same interpreter and edgeft)."""
+def measure_host(bundle: Path, args: list[str], python: str | None = None) -> dict:
+    """Run the timing loop in a fresh Python process on this machine (by default the same interpreter and edgeft;
+    `python` may be another venv's interpreter, which then imports this edgeft's light runtime from source)."""
     env = dict(os.environ)
     # The child imports this very edgeft, wherever the parent found it (a source checkout included).
     package_root = str(Path(edgeft.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", BENCH_MODULE, str(bundle), *args], capture_output=True,
-                            text=True, env=env)
+    result = subprocess.run([python or sys.executable, "-m", BENCH_MODULE, str(bundle), *args], capture_output=True,
+                            text=True, env=env, stdin=subprocess.DEVNULL)
     return _report(result, "host")
 
 
-def measure_remote(bundle: Path, remote: Remote, args: list[str], bundle_format: str) -> dict:
-    """Copy the bundle to a temporary folder on the device, run the timing loop there, remove the folder."""
+@contextlib.contextmanager
+def remote_session(remote: Remote, bundles: list[Path], texts_file: Path | None, bundle_format: str):
+    """Copy bundles (and the texts file) once to a temporary folder on the device; yields `measure(bundle, args)`
+    that runs one fresh timing process there; the folder is removed at the end."""
     workdir = remote.ssh("mktemp -d /tmp/edgeft-bench.XXXXXX").stdout.strip()
     try:
-        remote.copy(bundle, workdir)
-        if "--texts" in args:  # the texts file travels beside the bundle
-            at = args.index("--texts") + 1
-            remote.copy(Path(args[at]), workdir)
-            args = [*args[:at], f"{workdir}/{Path(args[at]).name}", *args[at + 1:]]
+        for index, bundle in enumerate(bundles):
+            remote.ssh(f"mkdir -p {workdir}/{index}")
+            remote.copy(bundle, f"{workdir}/{index}")
+        if texts_file:
+            remote.copy(texts_file, workdir)
         if remote.install:
             _install(remote, workdir, bundle_format)
-        command = [remote.python, "-m", BENCH_MODULE, f"{workdir}/{bundle.name}", *args]
-        result = remote.ssh(shlex.join(command), check=False)
-        if "No module named" in result.stderr:
-            extra = RUNTIME_EXTRA.get(bundle_format, "onnx")
-            raise EdgeftError(
-                f"{remote.url}: the device lacks the edgeft runtime ({_last_line(result.stderr)}); install it "
-                f"there with: {remote.python} -m pip install \"edgeft[{extra}]\" (or pass --install WHEEL with "
-                "the wheel from `edgeft package`)", exit_code=1)
-        return _report(result, remote.url)
+        where = {bundle: f"{workdir}/{index}/{bundle.name}" for index, bundle in enumerate(bundles)}
+
+        def measure(bundle: Path, args: list[str]) -> dict:
+            if "--texts" in args:  # the texts file travels beside the bundles
+                at = args.index("--texts") + 1
+                args = [*args[:at], f"{workdir}/{Path(args[at]).name}", *args[at + 1:]]
+            result = remote.ssh(shlex.join([remote.python, "-m", BENCH_MODULE, where[bundle], *args]), check=False)
+            if "No module named" in result.stderr:
+                extra = RUNTIME_EXTRA.get(bundle_format, "onnx")
+                raise EdgeftError(
+                    f"{remote.url}: the device lacks the edgeft runtime ({_last_line(result.stderr)}); install it "
+                    f"there with: {remote.python} -m pip install \"edgeft[{extra}]\" (or pass --install WHEEL with "
+                    "the wheel from `edgeft package`)", exit_code=1)
+            return _report(result, remote.url)
+
+        yield measure
     finally:
         remote.ssh(f"rm -rf {shlex.quote(workdir)}", check=False)
 

@@ -34,14 +34,54 @@ def table(reports: list[dict]) -> Table:
         grid.add_column(f"{Path(report['bundle']).name}\n{report['target']}", justify="right")
     for key, label, fmt in ROWS:
         grid.add_row(label, *[fmt.format(report[key]) if report.get(key) is not None else "—" for report in reports])
+        if report_key_ci := {"p50_ms": "p50_ci_ms", "p90_ms": "p90_ci_ms"}.get(key):
+            grid.add_row(f"{label} 95% CI", *[_interval(r.get(report_key_ci), " ms") for r in reports])
+    if len(reports) > 1 and reports[0].get("ratio_vs"):
+        first = Path(reports[0]["bundle"]).name
+        grid.add_row(f"speed-up vs {first}",
+                     *[_ratio(next(iter(r.get("ratio_vs", {}).values()), None)) for r in reports])
     grid.add_row("input", *[f"batch {r['batch']} x seq {r['seq_len']}, {r['threads']} threads" for r in reports])
+    grid.add_row("token lengths", *[_lengths(r) for r in reports])
+    grid.add_row("padded to", *[", ".join(map(str, r.get("padded_lengths") or [])) or "—" for r in reports])
+    grid.add_row("sample", *[_sample(r) for r in reports])
     grid.add_row("bundle", *[f"{r.get('format')} {r.get('precision')}" for r in reports])
     grid.add_row("source", *[r["source"] for r in reports])
     grid.add_row("runtime", *[", ".join(f"{k} {v}" for k, v in r.get("runtime_versions", {}).items()
                                         if k not in ("python", "numpy")) for r in reports])
     if any("host_check" in report for report in reports):
         grid.add_row("host check", *[_host_check(report) for report in reports])
+    if reports and reports[0].get("aa"):
+        aa = reports[0]["aa"]
+        grid.caption = (f"A/A check ({aa['row']} timed twice, interleaved): ratio {_ratio(aa)}; an interval this "
+                        "wide around 1.0 is the noise floor of this run")
     return grid
+
+
+def _interval(ci, unit: str = "") -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]{unit}" if ci else "—"
+
+
+def _ratio(ratio: dict | None) -> str:
+    return f"{ratio['value']:.2f}x {_interval(ratio['ci'])}" if ratio else "—"
+
+
+def _lengths(report: dict) -> str:
+    lengths = (report.get("inputs") or {}).get("token_lengths")
+    if not lengths:
+        return "—"
+    return (f"{lengths['n']} texts: median {lengths['median']:.0f}, p90 {lengths['p90']:.0f}, "
+            f"{lengths['min']:.0f}-{lengths['max']:.0f}")
+
+
+def _sample(report: dict) -> str:
+    if not report.get("protocol"):
+        return "—"
+    machine = report.get("machine", {})
+    load = machine.get("loadavg_before") or [None]
+    steal = machine.get("steal_pct")
+    return (f"{report['rounds']} rounds x {report['protocol']['seconds_per_process']:g} s, {report['runs']} calls"
+            + (f"; load {load[0]:.2f}" if load[0] is not None else "")
+            + (f", steal {steal:.1f}%" if steal is not None else ""))
 
 
 def _host_check(report: dict) -> str:
@@ -55,6 +95,18 @@ def _host_check(report: dict) -> str:
 def show(reports: list[dict], console: Console | None = None) -> None:
     """Print the table."""
     (console or Console()).print(table(reports))
+
+
+def show_emulated(result: dict, console: Console | None = None) -> None:
+    """Print the outcome of `edgeft bench --emulate`."""
+    console = console or Console()
+    verdict = "[green]equal[/]" if result["equal"] else "[red]DIFFERENT[/]"
+    console.print(f"{result['bundle']}: {result['arch']} ({result['emulator']}, {result['root']}): predictions on "
+                  f"{result['texts']} reference texts {verdict} to this host's "
+                  f"(max abs logit diff {result['max_abs_diff']:.2g}, top-1 agreement {result['top1_agreement']:.2%})")
+    if result["equal"]:
+        console.print(f"runs on {result['arch']} (verified under emulation)")
+    console.print(f"[yellow]{result['note']}[/]")
 
 
 def write_json(reports: list[dict], path: str | Path) -> Path:

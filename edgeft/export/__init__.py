@@ -32,6 +32,9 @@ __all__ = ["export", "evaluate", "FORMATS", "PRECISIONS"]
 FORMATS = {"onnx": onnx.write, "openvino": openvino.write, "tflite": tflite.write}
 PRECISIONS = {"onnx": onnx.PRECISIONS, "openvino": openvino.PRECISIONS, "tflite": tflite.PRECISIONS}
 N_VERIFY = 256
+# Real test texts kept in the manifest: what `edgeft bench` times by default, and what an emulated or remote
+# device's predictions are checked on.
+REFERENCE_TEXTS = 64
 SAMPLE_TEXT = "a sample input for tracing the graph"
 
 
@@ -155,11 +158,19 @@ def export(
         counts = predictor.task.row_counts(predictor, verify_texts)
         manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"],
                                                   counts)
+        manifest["reference_sample"] = reference_sample(tokenizer, verify_texts, max_length, inputs_from)
         _write_manifest(stage, manifest)
         if sign_key:
             sign_bundle(stage, sign_key)
         promote(stage, output)
     return output
+
+
+def reference_sample(tokenizer, texts: list[str], max_length: int, inputs_from: str) -> dict:
+    """The manifest's sample of real inputs: up to REFERENCE_TEXTS texts and their token lengths (truncated)."""
+    texts = list(texts[:REFERENCE_TEXTS])
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return {"texts": texts, "token_lengths": lengths, "from": inputs_from}
 
 
 def _check_arguments(format: str, precision: str, min_agreement: float, n_verify: int) -> None:

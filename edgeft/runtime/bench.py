@@ -3,8 +3,13 @@
 Only the standard library and numpy are imported here (plus the bundle's own runtime through
 `edgeft.runtime.load`), so the numbers are those of the light runtime a device runs, and the peak RSS is that of a
 process holding one model, not of a PyTorch toolchain. Like ONNX Runtime's perf test and TFLite's benchmark_model:
-load, one first inference, warm-up runs, then N timed runs of `Predictor.run` on pre-encoded real-length inputs
-(tokenization is not timed), reported as percentiles.
+load, one first inference, warm-up runs, then timed runs of `Predictor.run` on pre-encoded real-length inputs
+(tokenization is not timed) for at least `runs` calls and at least `seconds` of wall time, reported as percentiles
+with every raw latency, the token lengths of every input, the padded length the backend actually ran (TFLite pads
+to fixed-shape buckets), and the machine's load and CPU steal during the sample.
+
+`--factory module:function` times any object with the Predictor's `encode`/`run` (e.g. PyTorch eager, or a peer
+tool's model) in this same loop: `function(target, threads)` builds it, `target` being the positional argument.
 """
 
 from __future__ import annotations
@@ -26,10 +31,16 @@ import numpy as np
 _WORDS = "my card payment was declined and i want to know why the money has not arrived yet".split()
 
 
+def reference_texts(manifest: dict) -> list[str]:
+    """The bundle's reference sample of real test texts (older bundles: its self-check texts)."""
+    sample = manifest.get("reference_sample") or manifest.get("self_check") or {}
+    return list(sample.get("texts") or [])
+
+
 def sample_texts(batch: int, seq_len: int | None, manifest: dict) -> list[str]:
-    """Inputs to time: the bundle's own reference texts (real lengths), or texts of exactly `seq_len` tokens."""
+    """Inputs to time: the bundle's reference texts (real lengths), or texts of exactly `seq_len` tokens."""
     if seq_len is None:
-        texts = list((manifest.get("self_check") or {}).get("texts") or [])
+        texts = reference_texts(manifest)
         texts = texts or [" ".join(_WORDS[:12])]
         return [texts[index % len(texts)] for index in range(batch)]
     words = [_WORDS[index % len(_WORDS)] for index in range(max(seq_len - 2, 1))]
@@ -62,22 +73,25 @@ def peak_rss_mb() -> float:
 
 
 def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch: int = 1,
-            seq_len: int | None = None, texts: list[str] | None = None) -> dict:
-    """Time one model: load, first inference, warm-up, then `runs` timed calls of `Predictor.run`.
+            seq_len: int | None = None, texts: list[str] | None = None, seconds: float = 0.0) -> dict:
+    """Time one model: load, first inference, warm-up, then timed calls of `Predictor.run`.
 
     Args:
         load: returns a Predictor (`encode`, `run`, `manifest`, `runtime_versions`; loaded without its
             self-check, which runs after the timings); its time is the load time.
-        runs: timed runs after warm-up.
+        runs: the least number of timed calls after warm-up.
         warmup: untimed runs after the first inference (caches, thread pools, lazy kernel selection).
         batch: texts per call.
-        seq_len: tokens per text; None uses the bundle's reference texts at their real lengths.
+        seq_len: tokens per text; None uses all of the bundle's reference texts at their real lengths.
         texts: real inputs to cycle through, `batch` per call (overrides `seq_len`); the same list for every
             bundle makes candidates comparable.
+        seconds: the least wall time of the timed sample; calls go on until both `runs` and `seconds` are reached.
 
     Returns:
         The report: latency percentiles (ms), throughput (items/s), load and first-inference time, peak RSS,
-        input shape, runtime versions and the machine it ran on.
+        input shape, runtime versions and the machine it ran on, and the raw sample: `latencies_ms` (call i ran
+        input chunk i % len(chunks)), `token_lengths` (real tokens of every text, chunk after chunk),
+        `padded_lengths` (the length each chunk ran at) and `system` (load average, CPU steal during the sample).
     """
     rss_before = peak_rss_mb()
     start = time.perf_counter()
@@ -85,7 +99,10 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
     load_ms = (time.perf_counter() - start) * 1e3
     # The bundle's self-check runs after the first inference so that it does not warm the timed one.
     manifest = dict(getattr(predictor, "manifest", {}) or {})
+    if not texts and seq_len is None:
+        texts = reference_texts(manifest)
     if texts:
+        texts = list(texts) * -(-batch // len(texts))  # at least one full batch
         chunks = [texts[start:start + batch] for start in range(0, len(texts) - batch + 1, batch)]
     else:
         chunks = [sample_texts(batch, seq_len, manifest)]
@@ -97,11 +114,14 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
     for index in range(warmup):
         predictor.run(inputs[index % len(inputs)])
     latencies = []
-    for index in range(runs):
-        encoded = inputs[index % len(inputs)]
+    before = cpu_times()
+    deadline = time.perf_counter() + seconds
+    while len(latencies) < runs or time.perf_counter() < deadline:
+        encoded = inputs[len(latencies) % len(inputs)]
         start = time.perf_counter_ns()
         predictor.run(encoded)
         latencies.append((time.perf_counter_ns() - start) / 1e6)
+    system = system_state(before)
     lengths = [next(iter(encoded.values())).shape[-1] for encoded in inputs]
     stats = percentiles(latencies)
     has_check = bool(manifest.get("self_check")) and callable(getattr(predictor, "self_check", None))
@@ -114,7 +134,7 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
         "first_inference_ms": first_ms,
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": rss_before,
-        "runs": runs,
+        "runs": len(latencies),
         "warmup": warmup,
         "batch": batch,
         "seq_len": round(sum(lengths) / len(lengths)) if len(shape) > 1 else None,
@@ -123,8 +143,43 @@ def measure(load: Callable[[], object], runs: int = 100, warmup: int = 10, batch
         "format": manifest.get("format"),
         "precision": manifest.get("precision"),
         "runtime_versions": dict(getattr(predictor, "runtime_versions", {}) or {}),
+        **({"model_bytes": predictor.model_bytes} if hasattr(predictor, "model_bytes") else {}),
         "machine": machine_info(),
+        "system": system,
+        "latencies_ms": [round(value, 5) for value in latencies],
+        "token_lengths": [length for encoded in inputs for length in real_lengths(encoded)],
+        "padded_lengths": lengths,
     }
+
+
+def real_lengths(encoded: dict) -> list[int]:
+    """Tokens of each row before padding (the attention mask's sum; the full width when there is no mask)."""
+    mask = encoded.get("attention_mask")
+    if mask is None:
+        first = next(iter(encoded.values()))
+        return [int(first.shape[-1])] * int(first.shape[0])
+    return [int(value) for value in np.asarray(mask).sum(axis=-1)]
+
+
+def cpu_times() -> list[int] | None:
+    """The aggregate `cpu` line of /proc/stat (user nice system idle iowait irq softirq steal ...), or None."""
+    try:
+        return [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def system_state(before: list[int] | None) -> dict:
+    """Load average now and the share of CPU time stolen by the hypervisor (and spent busy) since `before`."""
+    after = cpu_times()
+    state = {"loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+             "steal_pct": None, "busy_pct": None}
+    if before and after and len(after) >= 8:
+        delta = [b - a for a, b in zip(before, after)]
+        total = sum(delta[:8]) or 1
+        state["steal_pct"] = 100.0 * delta[7] / total
+        state["busy_pct"] = 100.0 * (total - delta[3] - delta[4]) / total
+    return state
 
 
 def machine_info() -> dict:
@@ -141,6 +196,13 @@ def machine_info() -> dict:
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
+def _factory(spec: str, target: Path, threads: int | None) -> Callable[[], object]:
+    import importlib
+
+    module, _, function = spec.partition(":")
+    return lambda: getattr(importlib.import_module(module), function)(str(target), threads)
+
+
 def model_bytes(bundle: Path) -> int:
     """Bytes of the model files in a bundle (weights and graph; tokenizer and manifest excluded)."""
     return sum(path.stat().st_size for path in bundle.iterdir()
@@ -152,29 +214,34 @@ def main(argv: list[str] | None = None) -> int:
     [--json FILE|-]`: prints a short summary, or the JSON report to a file or stdout (`-`)."""
     parser = argparse.ArgumentParser(prog="python -m edgeft.runtime bench", description=main.__doc__)
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=100, help="the least number of timed calls")
+    parser.add_argument("--seconds", type=float, default=0.0, help="the least wall time of the timed sample")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--texts", type=Path, default=None, help="a JSON list of real input texts to cycle through")
     parser.add_argument("--json", default=None, help="write the report here; - for stdout")
+    parser.add_argument("--factory", default=None,
+                        help="module:function(target, threads) building what to time instead of a bundle")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.seq_len is not None and args.seq_len < 3):
-        parser.error("--runs and --batch must be >= 1, --warmup >= 0, --seq-len >= 3")
+    if (args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seconds < 0
+            or (args.seq_len is not None and args.seq_len < 3)):
+        parser.error("--runs and --batch must be >= 1, --warmup and --seconds >= 0, --seq-len >= 3")
     from edgeft.errors import EdgeftError
     from edgeft.runtime import load
 
     try:
         texts = json.loads(args.texts.read_text()) if args.texts else None
-        report = measure(lambda: load(args.bundle, threads=args.threads, self_check=False), args.runs,
-                         args.warmup, args.batch, args.seq_len, texts)
+        loader = _factory(args.factory, args.bundle, args.threads) if args.factory else (
+            lambda: load(args.bundle, threads=args.threads, self_check=False))
+        report = measure(loader, args.runs, args.warmup, args.batch, args.seq_len, texts, args.seconds)
     except EdgeftError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return error.exit_code
     report["threads"] = args.threads
-    report["model_bytes"] = model_bytes(args.bundle)
+    report.setdefault("model_bytes", model_bytes(args.bundle) if args.bundle.is_dir() else None)
     if args.json == "-":
         print(json.dumps(report))
     elif args.json:
