@@ -10,7 +10,7 @@ from tiny_bundle import LABELS, make_bundle
 
 from edgeft.cli import main
 from edgeft.runtime import load
-from edgeft.runtime.predict import escape
+from edgeft.runtime.display import escape
 
 
 @pytest.fixture(scope="module")
