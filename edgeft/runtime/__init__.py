@@ -50,7 +50,8 @@ def load(
     try:
         encoder = TextEncoder(folder / TOKENIZER, manifest["tokenizer"])
     except Exception as error:  # noqa: BLE001 - tokenizers raises plain Exception for a bad file
-        raise BundleError(f"{bundle_dir}: {TOKENIZER}: cannot be read by tokenizers: {_first_line(error)}") from None
+        raise BundleError(f"{bundle_dir}: {TOKENIZER}: does not fit the manifest's tokenizer settings or cannot be "
+                          f"read: {_first_line(error)}") from None
     labels = manifest["labels"]
     if labels is not None and backend.output_width is not None and len(labels) != backend.output_width:
         raise BundleError(f"{bundle_dir}: manifest.json: labels: {len(labels)} labels, but the model outputs "
@@ -59,7 +60,11 @@ def load(
                 **backend.versions}
     predictor = Predictor(manifest, encoder, backend.run, versions, backend.sequence_multiple)
     if self_check and manifest.get("self_check"):
-        problem = predictor.self_check()
+        try:
+            problem = predictor.self_check()
+        except Exception as error:  # noqa: BLE001 - a backend failing on the bundle's own reference inputs
+            raise BundleError(f"{bundle_dir}: self-check failed: the model cannot run its reference inputs: "
+                              f"{_first_line(error)}") from None
         if problem and self_check == "warn":
             warnings.warn(problem, RuntimeWarning, stacklevel=2)
         elif problem:
