@@ -157,8 +157,11 @@ def export(
             raise EdgeftError(_failure(format, precision, verification), exit_code=1)
         manifest["verification"] = verification
         counts = predictor.task.row_counts(predictor, verify_texts)
-        manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"],
-                                                  counts)
+        check = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"], counts)
+        # Expected rows as the load-time self-check computes them (these texts in one batch): dynamic int8
+        # quantizes activations per batch, so rows taken from the verification batches can differ from them.
+        check["expected_logits"] = predictor.logits(check["texts"]).round(6).tolist()
+        manifest["self_check"] = check
         manifest["reference_sample"] = reference_sample(tokenizer, verify_texts, max_length, inputs_from)
         _write_manifest(stage, manifest)
         if sign_key:
