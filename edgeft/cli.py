@@ -228,7 +228,8 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
 @click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="Top-1 agreement with PyTorch a quantized bundle needs.")
 @click.option("--samples", default=256, show_default=True, help="Test texts of the run's recipe to verify on.")
-def export_command(run_dir, format_, precision, output, min_agreement, samples):
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the manifest with this Ed25519 private key (edgeft keygen).")
+def export_command(run_dir, format_, precision, output, min_agreement, samples, sign_key):
     """Export RUN_DIR (a tune run or a classifier folder) to a verified bundle.
 
     The bundle is run in its own runtime on real test texts and compared with the PyTorch model; one that misses
@@ -241,7 +242,7 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
     from edgeft.export import export
 
     folder = run_stage(
-        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples
+        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples, sign_key=sign_key
     )
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
     click.echo(
@@ -255,8 +256,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-@click.option("--top-k", default=1, show_default=True, help="Also show the next labels.")
-@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Also show the next labels.")
+@click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: its own choice).")
 @click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
 def predict(bundle, texts, as_json, top_k, threads, no_self_check):
     """Run a bundle on TEXTS with only the light runtime: labels, or entities for a token classifier ("-" reads
@@ -301,7 +302,8 @@ def generate(bundle, prompt, max_new_tokens, temperature, top_p, stop, seed, raw
 @click.option("--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True, help="Wheel folder.")
 @click.option("--name", help="Distribution name (default: edgeft-bundle-<run>-<format>-<precision>).")
 @click.option("--version", "version_", default="0.1.0", show_default=True, help="Wheel version.")
-def package(bundle, output, name, version_):
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the packaged manifest with this Ed25519 private key.")
+def package(bundle, output, name, version_, sign_key):
     """Build a wheel holding BUNDLE that depends on the light runtime; `load()` on the device needs no path.
 
     Example usage:
@@ -310,5 +312,23 @@ def package(bundle, output, name, version_):
     """
     from edgeft.package import package as build_wheel
 
-    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_)
+    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_, sign_key=sign_key)
     click.echo(f"wheel: {wheel}")
+
+
+@main.command()
+@click.argument("stem", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing key pair.")
+def keygen(stem, overwrite):
+    """Make an Ed25519 key pair for signing bundles: STEM.key (private, keep it on the build host) and STEM.pub.
+
+    Example usage:
+
+        edgeft keygen keys/release
+        edgeft export runs/banking77-minilm-lora --format onnx --sign keys/release.key
+        EDGEFT_TRUSTED_KEYS=keys/release.pub edgeft predict runs/banking77-minilm-lora/bundles/onnx-fp32 "hi"
+    """
+    from edgeft.runtime.signing import keygen as make_keys
+
+    private, public = run_stage(make_keys, stem, overwrite=overwrite)
+    click.echo(f"private key: {private} (signs; keep it secret)\npublic key: {public} (verifies; copy it to devices)")

@@ -206,7 +206,12 @@ def last_checkpoint(folder: Path) -> str | None:
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Logits and label ids for a tokenized split, through the Trainer (gathered across processes)."""
-    output = trainer.predict(dataset)
+    # Rows must come back in dataset order (callers score them against the split): no length grouping here.
+    grouped, trainer.args.group_by_length = trainer.args.group_by_length, False
+    try:
+        output = trainer.predict(dataset)
+    finally:
+        trainer.args.group_by_length = grouped
     return output.predictions, output.label_ids
 
 
