@@ -63,11 +63,12 @@ class DataSpec(Strict):
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
     text_column: str | None = None
-    """Column holding the input: the text (default `text`), or for token classification in JSONL the list of
-    words (default `tokens`)."""
+    """Column holding the input: the text (default `text`), for token classification in JSONL the list of words
+    (default `tokens`), for causal-lm the prompt (default `text`)."""
     label_column: str | None = None
-    """Column holding the truth: the class name or id (default `label`), or for token classification in JSONL the
-    list of BIO tags (default `tags`). CoNLL files need no columns."""
+    """Column holding the truth: the class name or id (default `label`), for token classification in JSONL the list
+    of BIO tags (default `tags`; CoNLL files need no columns), for causal-lm the completion (default `label`; a
+    prompt may repeat once per reference completion)."""
     max_length: PositiveInt = Field(128, le=1 << 16)
     """Tokens per input; longer texts are truncated (at most the model's positions, checked when it loads)."""
 
@@ -125,6 +126,27 @@ class TrainingSpec(Strict):
     are still shuffled)."""
 
 
+class GenerationSpec(Strict):
+    """How a causal LM (`model.task: causal-lm`) sees its prompts and how its generations are scored."""
+
+    prompt_template: str = "{prompt}\n"
+    """The text around each prompt; `{prompt}` marks where the data's prompt goes."""
+    chat_template: bool = False
+    """Wrap the templated prompt as the user turn of the model's chat template (for instruction-tuned models)."""
+    max_new_tokens: PositiveInt = 64
+    """Greedy tokens generated per prompt for BLEU / ROUGE-L (and the export's greedy check)."""
+    eval_prompts: PositiveInt | None = None
+    """Score at most this many distinct prompts per split (None: all of them)."""
+    samples: int = Field(5, ge=0)
+    """Sample generations shown in the model card."""
+
+    @model_validator(mode="after")
+    def _has_placeholder(self):
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError(f"generation.prompt_template: must contain {{prompt}} (got {self.prompt_template!r})")
+        return self
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Run name; also the default output folder `runs/<name>`."""
@@ -136,6 +158,8 @@ class Recipe(Strict):
     """How the model is tuned."""
     training: TrainingSpec = TrainingSpec()
     """Optimisation settings."""
+    generation: GenerationSpec | None = None
+    """Causal LMs only: prompt format and generation settings for scoring (None: the defaults)."""
     output: str | None = None
     """Run folder; default `runs/<name>`."""
     compress: dict[str, Any] | None = None

@@ -45,6 +45,8 @@ MERGE_CHECK_ROWS = 256
 def dry_run(recipe: Recipe) -> dict:
     """The resolved recipe and a data summary, without training."""
     task = get_task(recipe.model.task)
+    if hasattr(task, "summarize"):  # a generating task: lengths of the formatted prompt + completion sequences
+        return {"recipe": dump_recipe(recipe), "data": task.summarize(recipe)}
     splits = task.load_splits(recipe.data, recipe.training.seed)
     tokenizer = load_tokenizer(resolve_model(recipe.model.name))
     return {"recipe": dump_recipe(recipe), "data": summarize(splits, tokenizer, recipe.data.max_length, task)}
@@ -73,6 +75,15 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     # Everything a user can get wrong is checked before the run folder is touched.
     torch.manual_seed(recipe.training.seed)
     task = get_task(recipe.model.task)
+    if hasattr(task, "tune"):  # a generating task tunes and scores the whole LM itself (edgeft/tasks/causal_lm.py)
+        lock = _lock(output) if leader else None  # noqa: F841 - held until this process ends, even when killed
+        if leader:
+            _prepare(partial, recipe_hash, resume)
+        metrics, log_history, source = task.tune(recipe, partial, resume)
+        if metrics is not None:  # rank 0
+            _write_outputs(partial, recipe, recipe_hash, metrics, log_history, None, source, task)
+            _commit(partial, output)
+        return output
     source = resolve_model(recipe.model.name)
     positions = max_positions(source)
     if positions and recipe.data.max_length > positions:
@@ -195,10 +206,12 @@ def _save_model(model: EncoderClassifier, recipe: Recipe, tokenizer, check_split
 def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source, task) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_report.write_lock(folder / "recipe.lock.yaml", recipe, recipe_hash, source)
-    run_report.plot_curves(log_history, folder / "curves.png", task.metric)
-    split = "test" if "test" in evaluated else "validation"
-    logits, labels = evaluated[split]
-    figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
+    run_report.plot_curves(log_history, folder / "curves.png", getattr(task, "checkpoint_metric", task.metric))
+    figures = []
+    if evaluated:  # a generating task has no logits per example to draw
+        split = "test" if "test" in evaluated else "validation"
+        logits, labels = evaluated[split]
+        figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
     run_report.write_model_card(folder / "README.md", recipe, metrics, source, task.card_table(metrics), figures)
 
 

@@ -29,8 +29,10 @@ __all__ = ["load", "Predictor", "BundleError", "softmax", "as_texts"]
 
 def load(
     bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True, trusted_keys=None
-) -> "Predictor":
-    """Check a bundle (schema, signature, every file's sha256, no escaping names, no pickles) and load it.
+):
+    """Check a bundle (schema, signature, every file's sha256, no escaping names, no pickles) and load it: a
+    `Predictor`, or for a generating task (causal-lm) a `Generator` (`edgeft.runtime.generate`) with
+    `generate` / `stream`.
 
     Args:
         bundle_dir: the bundle folder (with manifest.json).
@@ -46,6 +48,9 @@ def load(
         EdgeftError: the backend for the bundle's format is not installed (with the install line).
     """
     folder, manifest = read_checked(bundle_dir, trusted_keys)
+    task = runtime_task(manifest.get("task"))
+    if hasattr(task, "open"):  # generation loops over the graph with a KV cache: its own loaded object
+        return task.open(folder, manifest, threads, self_check)
     backend = _load_backend(folder, manifest, threads)
     try:
         encoder = TextEncoder(folder / TOKENIZER, manifest["tokenizer"])
