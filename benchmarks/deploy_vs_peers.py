@@ -20,6 +20,7 @@ Every peer here installs beside edgeft's pins (optimum-intel 1.27 resolves with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edgeft", action="append", default=[], metavar="NAME=BUNDLE", help="an edgeft row")
     parser.add_argument("--compress", type=Path, help="an `edgeft compress` output: its best and Pareto rows")
     parser.add_argument("--name", default="banking77", help="results file: deploy_vs_peers_<name>.json")
-    parser.add_argument("--work", type=Path, help="where peer artifacts are built (default runs/deploy_vs_peers)")
+    parser.add_argument("--work", type=Path, help="where peer artifacts are built (default RUN/deploy_vs_peers)")
+    parser.add_argument("--lock", type=Path, help="hold this file's lock (flock) while timing, not while building")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work = args.work or REPO / "runs" / "deploy_vs_peers_quick"
         args.run, args.edgeft = quick_setup(args.work)
         args.rounds, args.seconds, args.name = min(args.rounds, 2), min(args.seconds, 0.1), "quick"
-    work = args.work or REPO / "runs" / "deploy_vs_peers"
+    work = args.work or args.run / "deploy_vs_peers"
     edgeft_rows = edgeft_bundles(args.edgeft, args.compress)
     if not edgeft_rows:
         parser.error("no edgeft rows: pass --edgeft NAME=BUNDLE or --compress DIR")
@@ -80,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = json.loads((Path(edgeft_rows[0][1]) / "manifest.json").read_text())
     texts = reference["reference_sample"]["texts"]
     timings = {}
-    for batch in [int(value) for value in args.batches.split(",")]:
-        timings[batch] = time_rows(rows, batch, texts, args)
+    with _locked(args.lock):
+        for batch in [int(value) for value in args.batches.split(",")]:
+            timings[batch] = time_rows(rows, batch, texts, args)
     result = assemble(rows, quality, timings, notes, args, time.perf_counter() - started)
     output = RESULTS / f"deploy_vs_peers_{args.name}.json" if not args.quick else work / "deploy_vs_peers.json"
     _write_json(result, output)
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quick_setup(work: Path) -> tuple[Path, list[str]]:
-    """A tiny-bert tuned on the quickstart data, and its edgeft ONNX and TFLite int8 bundles."""
+    """A tiny-bert tuned on the quickstart data, and its edgeft ONNX int8 bundle (TFLite export has its own tests;
+    the LiteRT peer still runs)."""
     from edgeft.export import export
 
     run = work / "run"
@@ -104,7 +108,7 @@ def quick_setup(work: Path) -> tuple[Path, list[str]]:
                         "--set", "model.name=tiny-bert", "--set", "training.epochs=2", "--output", str(run),
                         "--overwrite"], check=True, cwd=REPO)
     bundles = []
-    for format in ("onnx", "tflite"):
+    for format in ("onnx",):
         bundle = run / "bundles" / f"{format}-int8"
         if not (bundle / "manifest.json").is_file():
             export(run, format, "int8", bundle, min_agreement=0.0, progress=False)
@@ -213,8 +217,16 @@ def _env() -> dict:
 
 def score(row: dict, examples: list[tuple[str, str]], labels: list[str], threads: int, work: Path) -> dict:
     """Accuracy and macro-F1 of one row in its own runtime (a fresh process), one text per call."""
+    import hashlib
+
     from edgeft.metrics import classification_metrics
 
+    # Scores are kept per row, keyed by the row, its files' times and the texts: a rerun for timing reuses them.
+    files = sorted((path.name, path.stat().st_mtime_ns) for path in Path(row["target"]).iterdir() if path.is_file())
+    key = hashlib.sha256(json.dumps([row, files, examples]).encode()).hexdigest()
+    cache = work / "scores" / f"{re.sub(r'[^A-Za-z0-9]+', '-', row['name'])}.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())["scores"]
     print(f"scoring {row['name']} on {len(examples)} test texts ...", flush=True)
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         texts_file = Path(scratch) / "texts.json"
@@ -229,7 +241,10 @@ def score(row: dict, examples: list[tuple[str, str]], labels: list[str], threads
     index = {label: i for i, label in enumerate(labels)}
     metrics = classification_metrics([index[label] for _, label in examples],
                                      [index.get(label, -1) for label in predicted], labels)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "eval_rows": metrics["rows"]}
+    scores = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "eval_rows": metrics["rows"]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "scores": scores}))
+    return scores
 
 
 def time_rows(rows: list[dict], batch: int, texts: list[str], args) -> dict:
@@ -335,6 +350,23 @@ def update_readme(table: str, bar: str, command: str) -> None:
     block = f"{start}\n`{command}`\n\n{table}\n\n```\n{bar}\n```\n{end}"
     text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     README.write_text(text)
+
+
+@contextlib.contextmanager
+def _locked(path: Path | None):
+    """An exclusive flock on `path` (shared with `flock FILE command`), so recorded timings never overlap."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        print(f"waiting for {path} ...", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_json(result: dict, path: Path) -> None:

@@ -108,7 +108,7 @@ def write_slice(folder: Path, train_rows: int, test_rows: int, seed: int = 0) ->
 
 def run_edgeft(method: str, train: Path, test: Path, epochs: float, out: Path) -> dict:
     sets = {"data.train": train, "data.test": test, "data.validation": 0.1, "training.epochs": epochs,
-            "method.kind": method, "training.early_stopping_patience": 0}
+            "method.kind": method}
     code = ("import sys; from edgeft.cli import main\ntry:\n    main(sys.argv[1:], standalone_mode=False)\n"
             f"finally:\n    {PEAK_RSS}")
     args = ["tune", str(REPO / "recipes" / "banking77-minilm-lora.yaml"), "--output", str(out), "--overwrite"]
