@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/edgeft predict $(RUN)/bundles/onnx-int8 "where is my parcel?" "I want my money back for the broken mug"
 	$(BIN)/edgeft bench $(RUN)/bundles/onnx-int8 --target host --json $(RUN)/bench-host.json
 	$(BIN)/edgeft bench $(RUN)/bundles/onnx-int8 --target rpi4 --json $(RUN)/bench-rpi4.json
-	$(BIN)/edgeft compress $(RUN) --target rpi4 --precisions int8 --distill-epochs 3 --no-undistilled
+	$(BIN)/edgeft compress $(RUN) --target rpi4 --trials 10 --time-budget 20m
 
 test: install
 	$(BIN)/python -m pytest -q tests

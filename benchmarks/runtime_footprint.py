@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, help="where to build the runtime venv (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgeft-footprint-") as scratch:
-        venv = args.venv or Path(scratch) / "venv"
+        venv = (args.venv or Path(scratch) / "venv").resolve()
         started = time.perf_counter()
         if not (venv / "bin" / "python").is_file():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -34,7 +34,7 @@ def require(extra: str, what: str, *modules: str) -> None:
 @click.group()
 @click.version_option(__version__, prog_name="edgeft")
 def main():
-    """edgeft: fine-tune, compress, export and benchmark text classifiers for edge devices."""
+    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers) for edge devices."""
 
 
 @main.command()
@@ -66,68 +66,54 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
     click.echo(f"run folder: {folder}")
 
 
-# --- compress (issue 5) ---
+# --- compress ---
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--target", default="host", show_default=True, help="Device profile name or YAML path.")
-@click.option("--prune", "prune_levels", multiple=True, metavar="heads=F,ffn=F,layers=N",
-              help="A pruning level to try (repeatable); replaces the recipe's levels. --prune none: no pruning.")
-@click.option("--no-vocab", is_flag=True, help="Skip vocabulary pruning.")
-@click.option("--no-distill", is_flag=True, help="Skip distillation of the pruned students.")
-@click.option("--distill-epochs", type=float, help="Distillation epochs per student.")
-@click.option("--no-undistilled", is_flag=True, help="Measure pruned students only after distillation.")
-@click.option("--formats", help="Comma-separated export formats (default: the target's runtimes).")
-@click.option("--precisions", help="Comma-separated precisions per format (default: fp32,int8).")
-@click.option("--budget-ms", type=float, help="Latency budget, p50 ms (default: the profile's).")
-@click.option("--max-accuracy-drop", type=float, help="Largest accepted accuracy loss, e.g. 0.01 for one point.")
-@click.option("--objective", type=click.Choice(["accuracy", "latency"]), help="What `best` maximises within budget.")
-@click.option("--eval-rows", type=int, help="Test rows per candidate (default: the whole test split).")
+@click.option("--time-budget", help="Wall-clock budget of the search, e.g. 60m or 1h30m (default: the recipe's, 60m).")
+@click.option("--trials", type=int, help="Trials to finish (default: until the time budget).")
+@click.option("--workers", type=int, help="Worker processes sharing the study.")
+@click.option("--storage", help="Optuna storage URL shared by workers and machines (default: a journal file).")
+@click.option("--resume", is_flag=True, help="Continue the target's search from its study without redoing trials.")
+@click.option("--passes", help="The chain, comma-separated, export last (default: prune,vocab,distill,export).")
+@click.option("--distill-epochs", help="Distillation epochs to try, comma-separated, e.g. 3 or 1,3.")
+@click.option("--budget-ms", type=float, help="Latency budget on p50, ms (default: the profile's).")
+@click.option("--max-metric-drop", type=float, help="Largest accepted validation metric loss, e.g. 0.01 for one point.")
+@click.option("--objective", type=click.Choice(["metric", "latency"]), help="What `best` optimises within budget.")
 @click.option("--runs", type=int, help="Timed runs per candidate.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any compress field, e.g. prune.layers=[0,1] or export.targets=[onnx-int8].")
 @click.option("--remote", help="Measure latency on the device over SSH: ssh://user@host[:port].")
 @click.option("--output", type=click.Path(path_type=Path), help="Output folder (default RUN_DIR/compress/<target>).")
-@click.option("--print-config", is_flag=True, help="Print the resolved chain configuration and stop.")
-def compress(run_dir, target, prune_levels, no_vocab, no_distill, distill_epochs, no_undistilled, formats, precisions, budget_ms,
-             max_accuracy_drop, objective, eval_rows, runs, remote, output, print_config):
-    """Prune, distill, quantize and export RUN_DIR for a target; measure every candidate and pick the best.
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration (chain and search) and stop.")
+def compress(run_dir, target, time_budget, trials, workers, storage, resume, passes, distill_epochs, budget_ms,
+             max_metric_drop, objective, runs, overrides, remote, output, print_config):
+    """Search prune, vocab, distill and export settings of RUN_DIR for a target; choose on validation data.
 
     Example usage:
 
-        edgeft compress runs/banking77-minilm-lora --target rpi4
-        edgeft compress runs/quickstart --target host --prune heads=0.3,ffn=0.4 --budget-ms 5
+        edgeft compress runs/banking77-minilm-lora --target host --time-budget 90m
+        edgeft compress runs/quickstart --target rpi4 --trials 12 --workers 2
+        edgeft compress runs/quickstart --set prune.layers=[0,1] --print-config
     """
-    require("export", "edgeft compress", "torch", "onnx", "onnxruntime")
+    require("compress", "edgeft compress", "torch", "onnx", "onnxruntime", "optuna")
     import yaml
 
     from edgeft import compress as compress_stage
-    from edgeft.compress.config import parse_prune
 
-    base = run_stage(compress_stage.resolve_config, run_dir)
-    overrides = {key: value for key, value in {
-        "formats": formats and formats.split(","), "precisions": precisions and precisions.split(","),
-        "budget_ms": budget_ms, "max_accuracy_drop": max_accuracy_drop, "objective": objective,
-        "eval_rows": eval_rows, "bench": runs and {**base.bench.model_dump(), "runs": runs},
-    }.items() if value is not None}
-    if prune_levels:
-        none = prune_levels == ("none",)
-        overrides["prune"] = [] if none else [run_stage(parse_prune, text).model_dump() for text in prune_levels]
-    if no_vocab:
-        overrides["vocab"] = None
-    if no_undistilled:
-        overrides["keep_undistilled"] = False
-    if no_distill:
-        overrides["distill"] = None
-    elif distill_epochs and base.distill:
-        overrides["distill"] = {**base.distill.model_dump(), "epochs": distill_epochs}
-    config = run_stage(compress_stage.resolve_config, run_dir, overrides)
+    flags = {"search.time_budget": time_budget, "search.trials": trials, "search.workers": workers,
+             "search.storage": storage, "passes": passes and f"[{passes}]",
+             "distill.epochs": distill_epochs and f"[{distill_epochs}]", "budget_ms": budget_ms,
+             "max_metric_drop": max_metric_drop, "objective": objective, "bench.runs": runs}
+    settings = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(overrides)
+    config = run_stage(compress_stage.resolve_config, run_dir, settings)
     if print_config:
         click.echo(yaml.safe_dump({"compress": config.model_dump(mode="json")}, sort_keys=False))
         return
-    folder = run_stage(compress_stage.compress, run_dir, target, config, remote=remote, output=output)
+    folder = run_stage(compress_stage.compress, run_dir, target, config, remote=remote, output=output, resume=resume)
     summary = json.loads((folder / "candidates.json").read_text())["summary"]
-    click.echo(f"report: {folder / 'report.md'}")
-    click.echo(f"best: {folder / 'best'} ({summary['best']}: {summary['reason']})" if summary["best"]
-               else f"no best candidate: {summary['reason']}")
-
+    click.echo(f"report: {folder / 'report.md'}  (third-party output: {folder / 'search.log'})")
+    click.echo(f"best: {folder / 'best'} ({summary['best']}: {summary['reason']})")
 
 
 # --- devices / bench (issue 4) ---
@@ -247,7 +233,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
     click.echo(
         f"bundle: {folder}  (top-1 agreement {verification['top1_agreement']:.2%}, "
-        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} inputs)"
+        f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} prediction rows of "
+        f"{verification['texts']} texts)"
     )
 
 
@@ -259,7 +246,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
 @click.option("--threads", type=int, help="Backend threads (default: its own choice).")
 @click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
 def predict(bundle, texts, as_json, top_k, threads, no_self_check):
-    """Classify TEXTS with a bundle, using only the light runtime ("-" reads texts from stdin).
+    """Run a bundle on TEXTS with only the light runtime: labels, or entities for a token classifier ("-" reads
+    texts from stdin).
 
     Example usage:
 

@@ -1,7 +1,7 @@
 """Device profiles: what a target can run and how fast it is, one YAML file per device in `devices/`.
 
 A profile names the hardware (CPU, cores, clock, ISA features, RAM), what suits it (runtimes in order of
-preference, quantization presets, default threads, latency and memory budgets) and, for the roofline estimate of
+preference, the format x precision pairs to deploy, default threads, latency and memory budgets) and, for the roofline estimate of
 `edgeft bench`, its peak GFLOP/s per precision and memory bandwidth. The shipped YAML files say where each number
 comes from. `host` is this machine, filled in by detection; a user's own YAML path works wherever a name does.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from edgeft.errors import EdgeftError
 from edgeft.recipe import describe_errors, read_yaml_mapping
@@ -29,8 +29,9 @@ HOST = "host"
 Isa = Literal["neon", "dotprod", "i8mm", "fp16", "sve", "avx2", "fma", "avx512", "vnni", "bf16", "amx"]
 Runtime = Literal["onnx", "openvino", "tflite"]
 Precision = Literal["fp32", "fp16", "int8"]
-# optimum's AutoQuantizationConfig presets; arm64 is u8 activations / s8 weights (optimum's arm64 note).
-QuantPreset = Literal["arm64", "avx2", "avx512", "avx512_vnni", "tensorrt"]
+# A runtime and the precision its export gets, as `edgeft export --format F --precision P` names them.
+Deployment = Literal["onnx-fp32", "onnx-int8", "onnx-int4", "openvino-fp32", "openvino-fp16", "openvino-int8",
+                     "openvino-int8-weights", "openvino-int4", "tflite-fp32", "tflite-int8"]
 
 
 class DeviceProfile(BaseModel):
@@ -54,12 +55,13 @@ class DeviceProfile(BaseModel):
     """Memory installed, GiB."""
     runtimes: list[Runtime] = Field(min_length=1)
     """Runtimes the device can run, most preferred first."""
-    quantization: list[QuantPreset] = []
-    """Quantization presets that suit the device, best first (optimum's names)."""
+    quantization: list[Deployment] = Field(default_factory=list)
+    """Format x precision pairs that suit the device, best first; `edgeft compress` searches over these.
+    Empty: fp32 of every runtime."""
     threads: PositiveInt
     """Default inference threads."""
-    latency_budget_ms: PositiveFloat = 100.0
-    """Default per-request latency budget (p90, batch 1), ms; `edgeft compress` keeps candidates under it."""
+    latency_budget_p50_ms: PositiveFloat = 100.0
+    """Default per-request latency budget on the median (p50, batch 1), ms; `edgeft compress` picks under it."""
     memory_budget_mb: PositiveFloat = 512.0
     """Default peak-RSS budget of the inference process, MiB."""
     peak_gflops: dict[Precision, PositiveFloat]
@@ -70,6 +72,15 @@ class DeviceProfile(BaseModel):
     """Optional `ssh://user@host[:port]` where this device is reachable; `edgeft bench` then measures there."""
     python: str = "python3"
     """Python on the device that has the edgeft runtime installed."""
+
+    @model_validator(mode="after")
+    def _deployable(self):
+        foreign = [pair for pair in self.quantization if pair.split("-")[0] not in self.runtimes]
+        if foreign:
+            raise ValueError(f"quantization: {', '.join(foreign)} use a runtime not in runtimes {self.runtimes}")
+        if not self.quantization:
+            self.quantization = [f"{runtime}-fp32" for runtime in self.runtimes]
+        return self
 
     def peak(self, precision: str) -> float:
         """Peak GFLOP/s for a precision; precisions the device lacks run at its fp32 rate."""
@@ -125,7 +136,7 @@ def profiles_table():
         grid.add_row(p.name, p.cpu, f"{p.cores} x {p.clock_ghz:g}", " ".join(p.isa), f"{p.ram_gb:g} GiB",
                      ", ".join(p.runtimes), ", ".join(p.quantization),
                      f"{p.peak('fp32'):g} / {p.peak('int8'):g}", f"{p.memory_bandwidth_gbs:g}",
-                     f"{p.latency_budget_ms:g} ms, {p.memory_budget_mb:g} MiB")
+                     f"p50 {p.latency_budget_p50_ms:g} ms, {p.memory_budget_mb:g} MiB")
     return grid
 
 

@@ -205,12 +205,14 @@ def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.inference_mode()
-def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE, per_example: bool = False):
     """The task's prediction rows (one per text, or one per real token) of a model on a tokenized split, in this
-    process only (for checks and distillation targets)."""
+    process only (for checks and distillation targets); with `per_example`, a list of each example's rows (a
+    vector per text, a tokens x labels matrix per tagged text), e.g. to store as a column."""
     from edgeft.tasks import get_task
 
-    rows_of = get_task(model.head_config.task).runtime.rows
+    device = get_task(model.head_config.task).runtime
+    rows_of = device.example_rows if per_example else device.rows
     collator = DataCollatorWithPadding(tokenizer)
     columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
     rows = dataset.select_columns(columns)
@@ -219,4 +221,4 @@ def model_logits(model, dataset, tokenizer, batch_size: int = EVAL_BATCH_SIZE) -
     for start in range(0, len(rows), batch_size):
         batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         chunks.append(rows_of(model(**batch).float().numpy(), batch["attention_mask"].numpy()))
-    return np.concatenate(chunks)
+    return [row for chunk in chunks for row in chunk] if per_example else np.concatenate(chunks)

@@ -67,3 +67,22 @@ def banking77() -> Path:
     if not (BANKING77 / "train.csv").exists():
         pytest.skip(f"needs ../shared/data/banking77 beside the repo (looked in {BANKING77})")
     return BANKING77
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tuned tiny-bert run folder (a few seconds), shared by the compress tests; tests copy it to change it."""
+    from edgeft.recipe import validate_recipe
+    from edgeft.tune import tune
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    recipe = {
+        "name": "tiny", "model": {"name": "tiny-bert"},
+        "data": {"train": str(write_tiny_csv(folder / "train.csv", 40)),
+                 "test": str(write_tiny_csv(folder / "test.csv", 10, seed=1)),
+                 "validation": 0.2, "label_column": "category", "max_length": 32},
+        "method": {"kind": "lora", "r": 4}, "training": {"epochs": 3, "batch_size": 8, "learning_rate": 5e-3},
+        "compress": {"prune": {"layers": [0, 1]}},
+        "output": str(folder / "run"),
+    }
+    return tune(validate_recipe(recipe))

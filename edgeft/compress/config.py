@@ -1,21 +1,75 @@
-"""The `compress:` section of a recipe (or the equivalent flags): which models to build and how to judge them."""
+"""The `compress:` section of a recipe (or the equivalent flags): the chain, what the search tries, how to choose.
+
+```yaml
+compress:
+  passes: [prune, vocab, distill, export]   # the chain, in order; export (format x precision) is always last
+  prune: {heads: [0.0, 0.25, 0.5], ffn: [0.0, 0.3, 0.6], layers: [0, 1, 2]}
+  distill: {epochs: [1, 2, 3]}
+  search: {time_budget: 60m, trials: null, workers: 1}
+```
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from edgeft.compress.distill import DistillConfig
-from edgeft.compress.prune import PruneConfig
-from edgeft.compress.vocab import VocabConfig
-from edgeft.errors import EdgeftError
-from edgeft.export import PRECISIONS
-from edgeft.recipe import Strict, describe_errors
+from edgeft.compress import distill as distill_pass
+from edgeft.compress import export as export_pass
+from edgeft.compress import prune as prune_pass
+from edgeft.compress import vocab as vocab_pass
+from edgeft.compress.passes import LAST, PASSES
+from edgeft.recipe import Strict
 
-Format = Literal["onnx", "openvino", "tflite"]
-# Precisions tried by default: fp32 as the format's own reference, the int8 each backend does best.
-DEFAULT_PRECISIONS = {"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"], "tflite": ["fp32", "int8"]}
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def duration_seconds(text: str) -> float:
+    """`90m`, `1h30m`, `45s` or a bare number of minutes, in seconds."""
+    text = str(text).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) * 60
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise ValueError(f"expected a duration like 90m, 1h30m or 45s (got {text!r})")
+    hours, minutes, seconds = (float(group or 0) for group in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class SearchSpec(Strict):
+    trials: PositiveInt | None = None
+    """Trials to finish (scored-and-stopped ones count); None: until the time budget is spent."""
+    time_budget: str | None = "60m"
+    """Wall-clock budget of the search, e.g. 90m or 1h30m; no new costly pass starts that would overrun it."""
+    workers: PositiveInt = 1
+    """Worker processes sharing the study (more processes or machines can join through `storage`)."""
+    storage: str | None = None
+    """Optuna storage: an RDB URL (sqlite:///..., postgresql://...); None: a journal file beside the run."""
+    seed: int = 0
+    """Sampler seed (each worker adds its index)."""
+    halving_rate: PositiveInt = 3
+    """Successive halving: a student is distilled when it ranks in the best 1/rate of students scored so far."""
+    quick_rows: PositiveInt = 512
+    """Validation rows an undistilled student is scored on before the costly pass."""
+
+    @field_validator("time_budget")
+    @classmethod
+    def _duration(cls, value):
+        if value is not None:
+            duration_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.trials is None and self.time_budget is None:
+            raise ValueError("set trials or time_budget (or both): the search needs a stopping rule")
+        return self
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return duration_seconds(self.time_budget) if self.time_budget else None
 
 
 class BenchSpec(Strict):
@@ -23,54 +77,47 @@ class BenchSpec(Strict):
     """Timed runs per candidate (after warm-up)."""
     warmup: PositiveInt = 10
     """Untimed runs before timing."""
-    batch: PositiveInt = 1
-    """Texts per call; edge inference is usually one request at a time."""
-    seq_len: PositiveInt | None = None
-    """Tokens per text; None uses real test texts at their real lengths."""
+    texts: PositiveInt = 64
+    """Real validation texts cycled through while timing (the same texts for every candidate)."""
 
 
 class CompressConfig(Strict):
-    prune: list[PruneConfig] = [PruneConfig(heads=0.3, ffn=0.4), PruneConfig(heads=0.5, ffn=0.6, layers=2)]
-    """Pruning levels to try; each gives a student (distilled when `distill` is set). Empty: no pruning."""
-    vocab: VocabConfig | None = VocabConfig()
-    """Vocabulary pruning applied to every student (and to the tuned model as its own candidate). None: off."""
-    distill: DistillConfig | None = DistillConfig(epochs=2, learning_rate=1e-4)
-    """Distillation of each pruned student from the tuned teacher. None: students stay undistilled."""
-    keep_undistilled: bool = True
-    """Also measure each pruned student before distillation (shows what distillation buys)."""
-    formats: list[Format] | None = None
-    """Export formats; None: every runtime the target profile lists."""
-    precisions: list[str] | None = None
-    """Precisions per format; None: fp32 and int8 of each format."""
+    passes: list[str] = ["prune", "vocab", "distill", "export"]
+    """The chain, in order; each name is a key of `edgeft.compress.passes.PASSES`; `export` comes last."""
+    prune: prune_pass.Space = prune_pass.Space()
+    """Structured pruning levels the search tries."""
+    vocab: vocab_pass.Space = vocab_pass.Space()
+    """Vocabulary pruning on/off."""
+    distill: distill_pass.Space = distill_pass.Space()
+    """Distillation epochs (and fixed settings) of pruned students."""
+    export: export_pass.Space = export_pass.Space()
+    """Format x precision pairs; default: the device profile's `quantization` list."""
+    search: SearchSpec = SearchSpec()
+    """How long and how wide the search runs."""
     budget_ms: PositiveFloat | None = None
-    """Latency budget (p50, ms); None: the profile's `latency_budget_ms`."""
+    """Latency budget on p50 (median) latency, ms; None: the profile's `latency_budget_p50_ms`."""
     memory_mb: PositiveFloat | None = None
-    """Memory budget (peak RSS, MiB); None: the profile's `memory_budget_mb`."""
-    max_accuracy_drop: NonNegativeFloat = Field(0.01, le=1.0)
-    """Largest accepted accuracy loss against the tuned model (0.01 = one point)."""
-    objective: Literal["accuracy", "latency"] = "accuracy"
-    """`accuracy`: the most accurate candidate within budget; `latency`: the fastest within the accuracy drop."""
-    eval_rows: PositiveInt | None = None
-    """Test rows each candidate is evaluated on; None: the whole test split."""
-    min_agreement: float = Field(0.5, ge=0.0, le=1.0)
-    """Top-1 agreement with its own PyTorch model below which a quantized export counts as failed."""
+    """Memory budget (peak RSS), MiB; None: the profile's `memory_budget_mb`."""
+    max_metric_drop: NonNegativeFloat = Field(0.01, le=1.0)
+    """Largest accepted loss of the task metric against the tuned model on validation (0.01 = one point)."""
+    objective: Literal["latency", "metric"] = "latency"
+    """`latency`: the fastest (p50) within the metric drop and memory budget, the usual edge goal; `metric`: the
+    best validation metric within the latency and memory budgets and the drop."""
     bench: BenchSpec = BenchSpec()
     """How each candidate's latency is measured."""
 
-    def precisions_for(self, format: str) -> list[str]:
-        wanted = self.precisions or DEFAULT_PRECISIONS[format]
-        return [precision for precision in wanted if precision in PRECISIONS[format]]
+    @field_validator("passes")
+    @classmethod
+    def _chain(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in PASSES]
+        if unknown:
+            raise ValueError(f"unknown pass {unknown[0]!r}; known: {', '.join(PASSES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("each pass may appear once")
+        if not value or value[-1] != LAST:
+            raise ValueError(f"the chain must end with {LAST!r} (it makes the deployable bundle)")
+        return value
 
-
-def parse_prune(text: str) -> PruneConfig:
-    """`heads=0.3,ffn=0.4,layers=2` as a PruneConfig (a CLI flag)."""
-    fields = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise EdgeftError(f"--prune: expected key=value pairs like heads=0.3,ffn=0.4 (got {item!r})")
-        fields[key.strip()] = value.strip()
-    try:
-        return PruneConfig.model_validate(fields)
-    except ValidationError as error:
-        raise EdgeftError([f"--prune {text}: {line}" for line in describe_errors(error, PruneConfig)]) from None
+    def space(self, name: str):
+        """The search space of pass `name`."""
+        return getattr(self, name)

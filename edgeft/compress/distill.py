@@ -1,6 +1,6 @@
 """Knowledge distillation: a pruned student recovers accuracy from the tuned teacher, on the training data.
 
-Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)
+Loss = the task's `distill_loss` (alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels))
        + hidden_weight * MSE(student layer states, teacher layer states)   (only when the widths match)
 (Hinton et al. 2015; the T^2 keeps the soft-label gradients' scale independent of T. The hidden-state term is
 TinyBERT's, on the real tokens of each student layer and the teacher layer it came from.)
@@ -15,16 +15,15 @@ mapped back to its own ids (the student's vocabulary is a subset of the teacher'
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
-from torch.nn import functional as F
 
 from edgeft.errors import EdgeftError
 from edgeft.models import SequenceClassifier
 from edgeft.recipe import Strict, TrainingSpec
-from edgeft.training import ClassifierTrainer, build_trainer, model_logits, tokenize
 
 TEACHER_LOGITS = "teacher_logits"
 
@@ -46,6 +45,39 @@ class DistillConfig(Strict):
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
     seed: int = 42
     """Seed for shuffling."""
+
+
+class Space(Strict):
+    """What the search tries: distillation epochs; a student that no earlier pass changed is not distilled."""
+
+    epochs: list[PositiveFloat] = Field([2, 3], min_length=1)
+    """Choices for passes over the training data."""
+    settings: DistillConfig = DistillConfig(learning_rate=1e-4)
+    """Every other distillation setting (its `epochs` is replaced by the sampled one)."""
+
+    def sample(self, trial, earlier: dict, profile) -> DistillConfig | None:
+        if earlier.get("prune") is None:  # vocabulary pruning alone keeps the logits: nothing to recover
+            return None
+        return self.settings.model_copy(update={"epochs": trial.suggest_categorical("distill.epochs", self.epochs)})
+
+
+Config = DistillConfig
+COSTLY = True  # minutes per epoch: the search scores the student first and distills only promising ones
+
+
+def run(model_dir: Path, config: DistillConfig, out_dir: Path, context) -> Path:
+    """The pass: distill the student in `model_dir` from the tuned teacher (`context.teacher_dir`)."""
+    import tempfile
+
+    from edgeft.models import load_classifier, load_tokenizer
+
+    student, tokenizer = load_classifier(model_dir), load_tokenizer(model_dir)
+    teacher = load_classifier(context.teacher_dir)
+    with tempfile.TemporaryDirectory(prefix="edgeft-distill-") as checkpoints:
+        trained = distill(student, teacher, config, context.splits, tokenizer, Path(checkpoints),
+                          teacher_tokenizer=load_tokenizer(context.teacher_dir))
+    trained.save(out_dir, tokenizer)
+    return out_dir
 
 
 def distill(
@@ -72,6 +104,9 @@ def distill(
         EdgeftError: different labels, a hidden-state loss between different widths, or a student vocabulary that
             is not part of the teacher's.
     """
+    from edgeft.tasks import get_task
+    from edgeft.training import build_trainer, model_logits
+
     if student.head_config.labels != teacher.head_config.labels:
         raise EdgeftError("distill: the student and the teacher must predict the same labels")
     widths = (student.encoder.config.hidden_size, teacher.encoder.config.hidden_size)
@@ -82,7 +117,7 @@ def distill(
     max_length = student.head_config.max_length
     tokenized = {}
     for name in ("train", "validation"):
-        split = tokenize(getattr(splits, name), tokenizer, max_length)
+        split = get_task(student.head_config.task).tokenize(getattr(splits, name), tokenizer, max_length)
         seen = split if id_map is None else split.map(lambda row: {"input_ids": id_map[row["input_ids"]].tolist()})
         logits = model_logits(teacher, seen, teacher_tokenizer or tokenizer)
         tokenized[name] = split.add_column(TEACHER_LOGITS, logits.tolist())
@@ -97,7 +132,7 @@ def distill(
         early_stopping_patience=None,
     )
     trainer = build_trainer(
-        student, training, tokenizer, tokenized, Path(folder), trainer_class=DistillTrainer,
+        student, training, tokenizer, tokenized, Path(folder), trainer_class=distill_trainer_class(),
         teacher=teacher, distill_config=config, teacher_ids=id_map,
     )
     trainer.train()
@@ -122,52 +157,54 @@ def _teacher_ids(tokenizer, teacher_tokenizer) -> torch.Tensor | None:
     return lookup
 
 
-class DistillTrainer(ClassifierTrainer):
-    """`ClassifierTrainer` whose loss mixes soft teacher labels, hard labels and (optionally) hidden states."""
+@functools.cache
+def distill_trainer_class():
+    """The Trainer subclass, built on first use: transformers is imported only when a student is distilled."""
+    from edgeft.tasks import get_task
+    from edgeft.training import ClassifierTrainer
 
-    def __init__(self, *args, teacher, distill_config: DistillConfig, teacher_ids=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.distill_config = distill_config
-        self.teacher = teacher.to(self.args.device) if distill_config.hidden_weight else None
-        self.teacher_ids = teacher_ids.to(self.args.device) if teacher_ids is not None else None
+    class DistillTrainer(ClassifierTrainer):
+        """`ClassifierTrainer` whose loss mixes soft teacher labels, hard labels and (optionally) hidden states."""
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if TEACHER_LOGITS not in self._signature_columns:  # keep the column the model's forward does not take
-            self._signature_columns.append(TEACHER_LOGITS)
+        def __init__(self, *args, teacher, distill_config: DistillConfig, teacher_ids=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.distill_config = distill_config
+            self.task = get_task(_unwrap(self.model).head_config.task)
+            self.teacher = teacher.to(self.args.device) if distill_config.hidden_weight else None
+            self.teacher_ids = teacher_ids.to(self.args.device) if teacher_ids is not None else None
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        config = self.distill_config
-        inputs = dict(inputs)
-        teacher_logits = inputs.pop(TEACHER_LOGITS)
-        labels = inputs.pop("labels")
-        captured = _LayerStates(model) if self.teacher is not None else None
-        logits = model(**inputs)
-        temperature = config.temperature
-        soft = F.kl_div(
-            F.log_softmax(logits / temperature, dim=-1),
-            F.log_softmax(teacher_logits.to(logits.dtype) / temperature, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        ) * temperature**2
-        loss = config.alpha * soft + (1 - config.alpha) * F.cross_entropy(logits, labels)
-        if captured is not None:
-            loss = loss + config.hidden_weight * self._hidden_loss(model, captured, inputs)
-        return (loss, (loss, logits)) if return_outputs else loss
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if TEACHER_LOGITS not in self._signature_columns:  # keep the column the model's forward does not take
+                self._signature_columns.append(TEACHER_LOGITS)
 
-    def _hidden_loss(self, model, captured: "_LayerStates", inputs: dict) -> torch.Tensor:
-        student_states = captured.close()
-        teacher_inputs = dict(inputs)
-        if self.teacher_ids is not None:
-            teacher_inputs["input_ids"] = self.teacher_ids[inputs["input_ids"]]
-        with torch.no_grad():
-            watched = _LayerStates(self.teacher)
-            self.teacher(**teacher_inputs)
-            teacher_states = watched.close()
-        mask = inputs["attention_mask"].unsqueeze(-1).to(student_states[0].dtype)
-        pairs = zip(student_states, (teacher_states[i] for i in _layer_map(_unwrap(model), len(teacher_states))))
-        losses = [(((s - t) ** 2) * mask).sum() / (mask.sum() * s.shape[-1]) for s, t in pairs]
-        return torch.stack(losses).mean()
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            config = self.distill_config
+            inputs = dict(inputs)
+            teacher_logits = inputs.pop(TEACHER_LOGITS)
+            labels = inputs.pop("labels")
+            captured = _LayerStates(model) if self.teacher is not None else None
+            logits = model(**inputs)
+            loss = self.task.distill_loss(logits, teacher_logits, labels, config.temperature, config.alpha)
+            if captured is not None:
+                loss = loss + config.hidden_weight * self._hidden_loss(model, captured, inputs)
+            return (loss, (loss, logits)) if return_outputs else loss
+
+        def _hidden_loss(self, model, captured: "_LayerStates", inputs: dict) -> torch.Tensor:
+            student_states = captured.close()
+            teacher_inputs = dict(inputs)
+            if self.teacher_ids is not None:
+                teacher_inputs["input_ids"] = self.teacher_ids[inputs["input_ids"]]
+            with torch.no_grad():
+                watched = _LayerStates(self.teacher)
+                self.teacher(**teacher_inputs)
+                teacher_states = watched.close()
+            mask = inputs["attention_mask"].unsqueeze(-1).to(student_states[0].dtype)
+            pairs = zip(student_states, (teacher_states[i] for i in _layer_map(_unwrap(model), len(teacher_states))))
+            losses = [(((s - t) ** 2) * mask).sum() / (mask.sum() * s.shape[-1]) for s, t in pairs]
+            return torch.stack(losses).mean()
+
+    return DistillTrainer
 
 
 def _unwrap(model):

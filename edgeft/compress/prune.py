@@ -17,11 +17,11 @@ Importance is measured on labelled validation data:
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Annotated
 
 import torch
 from pydantic import Field, NonNegativeInt, PositiveInt
-from transformers import DataCollatorWithPadding
-from transformers.pytorch_utils import prune_linear_layer
 
 from edgeft.errors import EdgeftError
 from edgeft.models import SequenceClassifier
@@ -39,6 +39,48 @@ class PruneConfig(Strict):
     """Validation rows used to measure importance."""
     batch_size: PositiveInt = 32
     """Rows per batch while measuring importance."""
+
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Space(Strict):
+    """What the search tries: one of each list per trial; all zeros skips the pass."""
+
+    heads: list[Fraction] = Field([0.0, 0.25, 0.5], min_length=1)
+    """Fractions of attention heads to remove."""
+    ffn: list[Fraction] = Field([0.0, 0.3, 0.6], min_length=1)
+    """Fractions of FFN neurons to remove."""
+    layers: list[NonNegativeInt] = Field([0, 1, 2], min_length=1)
+    """Numbers of whole layers to remove."""
+    samples: PositiveInt = 512
+    """Validation rows used to measure importance."""
+
+    def off(self) -> dict:
+        """The parameters that skip the pass (where the space allows it)."""
+        zero = {"prune.heads": 0.0 in self.heads, "prune.ffn": 0.0 in self.ffn, "prune.layers": 0 in self.layers}
+        return {name: 0 if name == "prune.layers" else 0.0 for name in zero} if all(zero.values()) else {}
+
+    def sample(self, trial, earlier: dict, profile) -> PruneConfig | None:
+        config = PruneConfig(heads=trial.suggest_categorical("prune.heads", self.heads),
+                             ffn=trial.suggest_categorical("prune.ffn", self.ffn),
+                             layers=trial.suggest_categorical("prune.layers", self.layers), samples=self.samples)
+        return config if config.heads or config.ffn or config.layers else None
+
+
+Config = PruneConfig
+COSTLY = False
+
+
+def run(model_dir: Path, config: PruneConfig, out_dir: Path, context) -> Path:
+    """The pass: prune the classifier in `model_dir` (importance on the validation split) into `out_dir`."""
+    from edgeft.models import load_classifier, load_tokenizer
+    from edgeft.training import tokenize
+
+    model, tokenizer = load_classifier(model_dir), load_tokenizer(model_dir)
+    validation = tokenize(context.splits.validation, tokenizer, model.head_config.max_length)
+    prune(model, config, validation, tokenizer).save(out_dir, tokenizer)
+    return out_dir
 
 
 def prune(model: SequenceClassifier, config: PruneConfig, dataset, tokenizer) -> SequenceClassifier:
@@ -93,6 +135,8 @@ def _layers(encoder) -> torch.nn.ModuleList:
 
 def _batches(dataset, tokenizer, config: PruneConfig) -> list[dict]:
     """Padded batches of the first `samples` rows, with `labels`, made once and reused by every measurement."""
+    from transformers import DataCollatorWithPadding
+
     if "label" not in dataset.column_names:
         raise EdgeftError("prune: the importance data needs a `label` column")
     columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "label")]
@@ -198,6 +242,8 @@ def _prune_heads(encoder, scores: list[torch.Tensor], fraction: float) -> None:
 
 def _prune_neurons(encoder, scores: list[torch.Tensor], fraction: float) -> None:
     """Keep the same number of the most important intermediate neurons in every layer."""
+    from transformers.pytorch_utils import prune_linear_layer
+
     size = encoder.config.intermediate_size
     keep = size - round(fraction * size)
     for layer, score in zip(_layers(encoder), scores):

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeft.compress.select import measured
+from edgeft.compress.candidate import Candidate
 
 MB = 1e6
 
 
-def plot_pareto(candidates: list[dict], budget_ms: float, path: Path, title: str) -> None:
-    """Accuracy against p50 latency; the front joined and highlighted, references marked, budget as a line."""
+def plot_pareto(candidates: list[Candidate], front: list[Candidate], metric: str, budget_ms: float, path: Path,
+                title: str) -> None:
+    """Validation metric against p50 latency; the front joined and highlighted, the budget as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [c for c in candidates if measured(c)]
+    on_front = {c.bundle for c in front}
     figure, axis = plt.subplots(figsize=(9, 6))
-    for row in rows:
-        style = {"marker": "s", "color": "tab:gray"} if row.get("reference") else (
-            {"marker": "o", "color": "tab:red"} if row["pareto"] else {"marker": "o", "color": "tab:blue", "alpha": 0.5})
-        axis.scatter(row["p50_ms"], row["accuracy"] * 100, s=40, **style)
-        axis.annotate(row["name"], (row["p50_ms"], row["accuracy"] * 100), fontsize=6, xytext=(3, 3),
+    for c in candidates:
+        style = {"color": "tab:red"} if c.bundle in on_front else {"color": "tab:blue", "alpha": 0.5}
+        axis.scatter(c.latency.p50_ms, c.validation[metric] * 100, s=40, **style)
+        axis.annotate(c.name, (c.latency.p50_ms, c.validation[metric] * 100), fontsize=6, xytext=(3, 3),
                       textcoords="offset points")
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["p50_ms"])
-    if front:
-        axis.plot([r["p50_ms"] for r in front], [r["accuracy"] * 100 for r in front], color="tab:red",
+    line = sorted(front, key=lambda c: c.latency.p50_ms)
+    if line:
+        axis.plot([c.latency.p50_ms for c in line], [c.validation[metric] * 100 for c in line], color="tab:red",
                   label="Pareto front")
-    axis.axvline(budget_ms, color="tab:green", linestyle="--", label=f"latency budget {budget_ms:g} ms")
+    axis.axvline(budget_ms, color="tab:green", linestyle="--", label=f"latency budget {budget_ms:g} ms (p50)")
     axis.set_xscale("log")
     axis.set_xlabel("p50 latency, batch 1 (ms, log scale)")
-    axis.set_ylabel("test accuracy (%)")
+    axis.set_ylabel(f"validation {metric} (%)")
     axis.set_title(title)
     axis.legend(loc="lower right")
     figure.tight_layout()
@@ -39,44 +39,41 @@ def plot_pareto(candidates: list[dict], budget_ms: float, path: Path, title: str
     plt.close(figure)
 
 
-def _row(c: dict, best_name: str | None) -> str:
-    if not measured(c):
-        return f"| {c['name']} | {' → '.join(c['chain']) or '—'} | failed: {c.get('error', '')[:120]} |||||||||"
-    rss = f"{c['peak_rss_mb']:.0f}" if c.get("peak_rss_mb") else "—"
-    mark = " **best**" if c["name"] == best_name else (" (reference)" if c.get("reference") else "")
-    return (f"| {c['name']}{mark} | {' → '.join(c['chain']) or '—'} | {c['format']} {c['precision']} | "
-            f"{c['accuracy']:.2%} | {c['macro_f1']:.4f} | {c['accuracy_drop'] * 100:+.2f} | {c['p50_ms']:.2f} | "
-            f"{c['p90_ms']:.2f} | {(c['model_bytes'] or 0) / MB:.1f} | {rss} | {'yes' if c['pareto'] else ''} |")
+def _row(c: Candidate, metric: str, best: str | None, front: set) -> str:
+    test = f"{c.test[metric]:.2%}" if c.test else ""
+    rss = f"{c.peak_rss_mb:.0f}" if c.peak_rss_mb else "—"
+    mark = " **best**" if c.name == best else ""
+    return (f"| {c.name}{mark} | {' → '.join(c.chain)} | {c.validation[metric]:.2%} | {test} | "
+            f"{c.latency.p50_ms:.2f} | {c.latency.p90_ms:.2f} | {c.model_bytes / MB:.1f} | {rss} | "
+            f"{'yes' if c.bundle in front else ''} |")
 
 
-def write_report(path: Path, summary: dict, candidates: list[dict]) -> None:
-    """report.md: the choice and why, every candidate, what each pass cost and bought, and the goals."""
-    best = summary.get("best")
+def write_report(path: Path, summary: dict, candidates: list[Candidate], front: list[Candidate]) -> None:
+    """report.md: the choice and why, the search, every candidate, what each pass bought."""
+    metric, best = summary["metric"], summary["best"]
+    trials = summary["trials"]
+    reference = summary["reference"]
+    ref_test = f", test {reference['test']:.2%}" if reference.get("test") is not None else ""
+    on_front = {c.bundle for c in front}
+    ordered = sorted(candidates, key=lambda c: (c.bundle not in on_front, c.latency.p50_ms))
     lines = [
         f"# Compression report: {summary['run']} for `{summary['target']}`", "",
-        f"Latency: {summary['latency_source']}; {summary['threads']} threads, batch {summary['batch']}, "
-        f"{summary['bench_texts']} real test texts cycled. Accuracy: each candidate run in its own runtime on "
-        f"{summary['eval_rows']} test rows.", "",
+        f"Search: {trials['finished']} trials in {summary['seconds'] / 60:.1f} min ({trials['complete']} measured, "
+        f"{trials['pruned']} stopped before the costly pass, {trials['failed']} failed); chain "
+        f"`{' → '.join(summary['config']['passes'])}`. Chosen on validation; test evaluated once, for the front.", "",
+        f"Tuned model (PyTorch): validation {metric} {reference['validation']:.2%}{ref_test}. Latency: "
+        f"{summary['latency_source']}, batch 1, {summary['bench_texts']} real validation texts cycled.", "",
         f"**Best:** `{best}` — {summary['reason']}." if best else f"**No best candidate:** {summary['reason']}.", "",
         "![pareto](pareto.png)", "",
-        "| candidate | chain | format | accuracy | macro-F1 | Δ acc (pt) | p50 ms | p90 ms | MB | peak RSS MiB | Pareto |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[_row(c, best) for c in candidates], "",
-        "## What each pass cost and bought", "",
-        "Each model against the tuned one, same format and precision.", "",
-        "| model | format | Δ accuracy (pt) | speed-up | size |", "| --- | --- | --- | --- | --- |",
-        *[f"| {p['model']} | {p['format']} {p['precision']} | {p['accuracy_delta'] * 100:+.2f} | "
-          f"{p['speedup']:.2f}× | {p['size_ratio']:.0%} |" for p in summary["passes"]], "",
+        f"| candidate | chain | validation {metric} | test {metric} | p50 ms | p90 ms | MB | peak RSS MiB | front |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[_row(c, metric, best, on_front) for c in ordered], "",
+        "## What each pass bought", "",
+        f"Each front candidate against the tuned model in the same format and precision (validation {metric}).", "",
+        f"| candidate | chain | Δ {metric} (pt) | speed-up | size |", "| --- | --- | --- | --- | --- |",
+        *[f"| {e['candidate']} | {' → '.join(e['chain'])} | {e['metric_delta'] * 100:+.2f} | {e['speedup']:.2f}× | "
+          f"{e['size_ratio']:.0%} |" for e in summary["passes"]], "",
+        "## Why trials stopped early", "",
+        *[f"- {count}× {reason}" for reason, count in trials["stopped"].items()], "",
     ]
-    if summary["int8_slower"]:
-        lines += ["## int8 slower than fp32 here", "",
-                  *[f"- {item}: the pick avoids it" for item in summary["int8_slower"]], ""]
-    goals = summary.get("goals")
-    if not goals and summary["target"] != "host":
-        lines += ["The PyTorch reference row was measured on this host, not on the target; speed-ups against it",
-                  "are stated only for `--target host` runs.", ""]
-    if goals:
-        lines += ["## Goals (issue 5)", "", f"Candidate: `{goals['candidate']}` (fastest within 1 point).", "",
-                  *[f"- {name}: {value['measured']} (goal {value['goal']}): **{'met' if value['met'] else 'not met'}**"
-                    for name, value in goals["checks"].items()], ""]
     path.write_text("\n".join(lines))

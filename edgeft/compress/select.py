@@ -1,59 +1,48 @@
-"""Choosing among measured candidates: the accuracy-vs-latency Pareto front and the budgeted pick."""
+"""Choosing among candidates on validation metrics: the metric-vs-latency Pareto front and the budgeted pick."""
 
 from __future__ import annotations
 
-
-def measured(candidate: dict) -> bool:
-    """A candidate that exported, evaluated and benched (failed ones carry an `error`)."""
-    return candidate.get("error") is None and candidate.get("accuracy") is not None and candidate.get("p50_ms")
+from edgeft.compress.candidate import Candidate
 
 
-def pareto_front(candidates: list[dict]) -> list[dict]:
-    """Candidates no other beats on both accuracy (higher) and p50 latency (lower)."""
-    pool = [c for c in candidates if measured(c)]
-    return [
-        c for c in pool
-        if not any(
-            o["accuracy"] >= c["accuracy"] and o["p50_ms"] <= c["p50_ms"]
-            and (o["accuracy"] > c["accuracy"] or o["p50_ms"] < c["p50_ms"])
-            for o in pool
-        )
-    ]
+def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
+    """Candidates no other beats on both the validation metric (higher) and p50 latency (lower)."""
+    def beats(other: Candidate, mine: Candidate) -> bool:
+        o, m = (other.validation[metric], other.latency.p50_ms), (mine.validation[metric], mine.latency.p50_ms)
+        return o[0] >= m[0] and o[1] <= m[1] and o != m
+
+    return [c for c in candidates if not any(beats(other, c) for other in candidates)]
 
 
-def within(candidate: dict, budget_ms: float, memory_mb: float, max_drop: float) -> dict[str, bool]:
-    """Which constraints a candidate meets (latency p50, peak RSS, accuracy drop)."""
-    rss = candidate.get("peak_rss_mb")
-    return {
-        "latency": candidate["p50_ms"] <= budget_ms,
-        "memory": rss is None or rss <= memory_mb,
-        "accuracy": candidate["accuracy_drop"] <= max_drop + 1e-12,
-    }
+def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms: float, memory_mb: float,
+           max_drop: float, objective: str = "metric") -> tuple[Candidate | None, str]:
+    """The best candidate by validation metrics and why it was chosen.
 
-
-def choose(candidates: list[dict], budget_ms: float, memory_mb: float, max_drop: float,
-           objective: str = "accuracy") -> tuple[dict | None, str]:
-    """The best candidate and why it was chosen.
-
-    `accuracy`: the most accurate candidate within the latency and memory budgets and the accuracy drop, ties to the
-    smaller file. `latency`: the fastest within the accuracy drop and memory budget, ties to the smaller file.
-    When nothing meets every constraint, the fastest candidate within the accuracy drop is returned and the reason
-    says so; with no candidate at all, None.
+    `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
+    `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
+    drop and the memory budget. When nothing meets every constraint, the fastest within the drop (and the memory
+    budget, when any fits it) is returned and the reason says so; with no candidate at all, None.
     """
-    pool = [c for c in candidates if measured(c)]
-    if not pool:
+    if not candidates:
         return None, "no candidate could be measured"
-    checks = {id(c): within(c, budget_ms, memory_mb, max_drop) for c in pool}
+
+    def fits(c: Candidate, latency: bool = True) -> bool:
+        return (c.validation[metric] >= reference - max_drop - 1e-12
+                and (c.peak_rss_mb is None or c.peak_rss_mb <= memory_mb)
+                and (not latency or c.latency.p50_ms <= budget_ms))
+
     if objective == "latency":
-        fits = [c for c in pool if checks[id(c)]["accuracy"] and checks[id(c)]["memory"]]
-        key = lambda c: (c["p50_ms"], c["model_bytes"] or 0)  # noqa: E731
-        reason = f"fastest within {max_drop:.1%} accuracy drop and {memory_mb:g} MiB"
+        pool = [c for c in candidates if fits(c, latency=False)]
+        key = lambda c: (c.latency.p50_ms, c.model_bytes)  # noqa: E731
+        reason = f"fastest (p50) within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB"
     else:
-        fits = [c for c in pool if all(checks[id(c)].values())]
-        key = lambda c: (-c["accuracy"], c["model_bytes"] or 0)  # noqa: E731
-        reason = f"most accurate within {budget_ms:g} ms, {memory_mb:g} MiB and {max_drop:.1%} accuracy drop"
-    if fits:
-        return min(fits, key=key), reason
-    near = [c for c in pool if checks[id(c)]["accuracy"]] or pool
-    best = min(near, key=lambda c: (c["p50_ms"], c["model_bytes"] or 0))
-    return best, f"nothing meets every constraint ({reason}); chose the fastest within the accuracy drop"
+        pool = [c for c in candidates if fits(c)]
+        key = lambda c: (-c.validation[metric], c.model_bytes)  # noqa: E731
+        reason = (f"best validation {metric} within {budget_ms:g} ms p50, {memory_mb:g} MiB and {max_drop:.1%} "
+                  f"drop")
+    if pool:
+        return min(pool, key=key), reason
+    near = [c for c in candidates if fits(c, latency=False)] or [
+        c for c in candidates if c.validation[metric] >= reference - max_drop - 1e-12] or candidates
+    best = min(near, key=lambda c: (c.latency.p50_ms, c.model_bytes))
+    return best, f"nothing meets every constraint ({reason}); chose the fastest within the drop"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
+from pathlib import Path
 
 import torch
 from pydantic import PositiveInt
@@ -32,6 +33,38 @@ class VocabConfig(Strict):
     """Keep a token seen in the training texts at least this many times (1: every token the domain uses)."""
     keep_characters: bool = True
     """Also keep every single character and its `##` form, so unseen words split into pieces, not [UNK]."""
+
+
+class Space(Strict):
+    """What the search tries: vocabulary pruning on, off, or both."""
+
+    apply: list[bool] = [True, False]
+    """Choices for pruning the vocabulary."""
+    min_frequency: PositiveInt = 1
+    """As in VocabConfig."""
+
+    def off(self) -> dict:
+        """The parameters that skip the pass (where the space allows it)."""
+        return {"vocab": False} if False in self.apply else {}
+
+    def sample(self, trial, earlier: dict, profile) -> VocabConfig | None:
+        if not trial.suggest_categorical("vocab", self.apply):
+            return None
+        return VocabConfig(min_frequency=self.min_frequency)
+
+
+Config = VocabConfig
+COSTLY = False
+
+
+def run(model_dir: Path, config: VocabConfig, out_dir: Path, context) -> Path:
+    """The pass: restrict the vocabulary of the classifier in `model_dir` to the training texts' tokens."""
+    from edgeft.models import load_classifier, load_tokenizer
+
+    model, tokenizer = prune_vocab(load_classifier(model_dir), load_tokenizer(model_dir), config,
+                                   list(context.splits.train["text"]))
+    model.save(out_dir, tokenizer)
+    return out_dir
 
 
 def prune_vocab(model: SequenceClassifier, tokenizer, config: VocabConfig, texts: list[str]):

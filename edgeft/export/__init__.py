@@ -146,6 +146,7 @@ def export(
         verification = judge(compare(reference, candidate), precision, min_agreement)
         verification.update(_accuracies(examples, model.head_config.labels, reference, candidate))
         verification["inputs"] = inputs_from
+        verification["texts"] = len(verify_texts)  # n_inputs counts prediction rows: one per token for a tagger
         verification["inputs_sha256"] = hashlib.sha256("\n".join(verify_texts).encode()).hexdigest()
         if not verification["passed"]:
             raise EdgeftError(_failure(format, precision, verification), exit_code=1)

@@ -53,12 +53,26 @@ class TokenClassification:
         return split.map(encode, batched=True, remove_columns=["tokens"])
 
     def collator(self, tokenizer):
+        """Pads ids and labels (-100); any other per-token column (e.g. a teacher's logits for distillation) is
+        padded with zeros to the same length. `word_ids`/`tags` are for scoring only and left out."""
+        import torch
         from transformers import DataCollatorForTokenClassification
 
         collate = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED)
-        model_inputs = ("input_ids", "attention_mask", "token_type_ids", "labels")
-        # word_ids/tags are for scoring only; the Trainer drops them, other callers may not.
-        return lambda rows: collate([{k: v for k, v in row.items() if k in model_inputs} for row in rows])
+        model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"}
+
+        def pad(rows: list[dict]) -> dict:
+            batch = collate([{k: v for k, v in row.items() if k in model_inputs} for row in rows])
+            length = batch["input_ids"].shape[1]
+            for key in set(rows[0]) - model_inputs - {"word_ids", "tags"}:
+                values = [torch.as_tensor(row[key], dtype=torch.float32) for row in rows]
+                padded = torch.zeros(len(values), length, *values[0].shape[1:])
+                for index, value in enumerate(values):
+                    padded[index, : len(value)] = value
+                batch[key] = padded
+            return batch
+
+        return pad
 
     def build_model(self, encoder, head_config):
         from edgeft.models import TokenClassifier

@@ -1,77 +1,94 @@
-import pytest
+"""Selection on validation metrics: the front and the pick ignore test metrics, even when test disagrees."""
 
-from edgeft.compress import _goals, _int8_slower, _pass_effects
+from pathlib import Path
+
+from edgeft.compress.candidate import Candidate, Latency
+from edgeft.compress.search import _not_promoted, _pareto_ranks
 from edgeft.compress.select import choose, pareto_front
 
 
-def _row(name, accuracy, p50, size=10e6, rss=100.0, model="tuned", fmt="onnx", precision="int8", drop=None):
-    return {"name": name, "accuracy": accuracy, "p50_ms": p50, "model_bytes": size, "peak_rss_mb": rss,
-            "model": model, "format": fmt, "precision": precision, "error": None,
-            "accuracy_drop": 0.90 - accuracy if drop is None else drop}
+def _candidate(trial, validation, p50, test=None, size=10e6, rss=100.0):
+    return Candidate(trial, ("onnx-int8",), {}, Path(f"/b/{trial}"), "onnx", "int8", {"accuracy": validation},
+                     Latency(p50, p50 * 1.2, "measured:host"), int(size), rss,
+                     test={"accuracy": test} if test is not None else None)
 
 
-CANDIDATES = [
-    _row("a", 0.90, 10.0),
-    _row("b", 0.89, 4.0),
-    _row("c", 0.88, 5.0),  # dominated by b
-    _row("d", 0.85, 1.0),
-    _row("e", 0.89, 4.0, size=5e6),  # same as b, smaller
+# Test accuracy disagrees with validation: trial 1 is best on test, trial 0 on validation.
+DISAGREE = [
+    _candidate(0, 0.92, 2.0, test=0.88),
+    _candidate(1, 0.90, 2.0, test=0.95),
+    _candidate(2, 0.85, 0.5, test=0.99),
+    _candidate(3, 0.84, 0.6, test=0.99),  # dominated on validation by 2
 ]
 
 
-def test_pareto_front_keeps_only_non_dominated():
-    names = {row["name"] for row in pareto_front(CANDIDATES)}
-    assert names == {"a", "b", "d", "e"}
+def test_front_and_best_follow_validation_not_test():
+    front = {c.trial for c in pareto_front(DISAGREE, "accuracy")}
+    assert front == {0, 2}
+    best, reason = choose(DISAGREE, "accuracy", reference=0.92, budget_ms=10, memory_mb=512, max_drop=0.03)
+    assert best.trial == 0 and "validation" in reason
 
 
-def test_failed_candidates_are_ignored():
-    failed = {**_row("x", 0.99, 0.1), "error": "RuntimeError: op not supported"}
-    assert failed not in pareto_front([*CANDIDATES, failed])
-    assert choose([failed], 100, 512, 0.01) == (None, "no candidate could be measured")
+def test_latency_objective_is_fastest_within_the_drop():
+    best, _ = choose(DISAGREE, "accuracy", reference=0.92, budget_ms=10, memory_mb=512, max_drop=0.08,
+                     objective="latency")
+    assert best.trial == 2
+    best, _ = choose(DISAGREE, "accuracy", reference=0.92, budget_ms=10, memory_mb=512, max_drop=0.03,
+                     objective="latency")
+    assert best.trial == 0  # 1 is as fast but less accurate; ties go to the listed order of (p50, size)
 
 
-def test_most_accurate_within_budget_ties_to_smaller():
-    best, reason = choose(CANDIDATES, budget_ms=5.0, memory_mb=512, max_drop=0.02)
-    assert best["name"] == "e"
-    assert "most accurate within 5 ms" in reason
+def test_budget_memory_and_fallback():
+    rows = [_candidate(0, 0.92, 3.0, rss=900), _candidate(1, 0.915, 4.0), _candidate(2, 0.80, 0.1)]
+    best, _ = choose(rows, "accuracy", reference=0.92, budget_ms=5, memory_mb=512, max_drop=0.01)
+    assert best.trial == 1  # 0 is over the memory budget
+    best, reason = choose(rows, "accuracy", reference=0.92, budget_ms=1, memory_mb=512, max_drop=0.01)
+    assert best.trial == 1 and "nothing meets every constraint" in reason
+    assert choose([], "accuracy", 0.9, 1, 1, 0.01) == (None, "no candidate could be measured")
 
 
-def test_memory_budget_excludes():
-    rows = [_row("big", 0.90, 1.0, rss=900), _row("small", 0.89, 2.0, rss=100)]
-    assert choose(rows, 10, 512, 0.05)[0]["name"] == "small"
+def test_candidate_json_round_trip():
+    candidate = _candidate(7, 0.9, 1.5, test=0.91)
+    assert Candidate.from_json(candidate.to_json()) == candidate
 
 
-def test_latency_objective_picks_fastest_within_drop():
-    best, _ = choose(CANDIDATES, budget_ms=100, memory_mb=512, max_drop=0.01, objective="latency")
-    assert best["name"] == "e"  # d is faster but 5 points worse
+def test_pareto_ranks_peel_fronts():
+    assert _pareto_ranks([(0.9, -10), (0.8, -5), (0.7, -6), (0.6, -20)]) == [0, 0, 1, 2]
 
 
-def test_nothing_fits_falls_back_to_fastest_within_drop():
-    best, reason = choose(CANDIDATES, budget_ms=0.5, memory_mb=512, max_drop=0.01)
-    assert best["name"] == "e" and "nothing meets every constraint" in reason
+def test_successive_halving_promotes_the_front_and_the_best_third():
+    records = [{"key": k, "score": s, "cost": c} for k, s, c in
+               [("big", 0.90, 100), ("small", 0.40, 20), ("mid", 0.60, 60), ("worse", 0.50, 80), ("bad", 0.30, 90)]]
+    assert _not_promoted(records[0], records, 3) is None  # on the front
+    assert _not_promoted(records[1], records, 3) is None  # rough but smallest: on the front too
+    assert _not_promoted(records[2], records, 3) is None  # front: nothing both better and smaller
+    reason, detail = _not_promoted(records[4], records, 3)
+    assert "successive halving" in reason and "5" in detail
 
 
-def test_int8_slower_than_fp32_is_flagged():
-    rows = [_row("t-fp32", 0.9, 3.0, precision="fp32"), _row("t-int8", 0.9, 4.0),
-            _row("o-fp32", 0.9, 3.0, fmt="openvino", precision="fp32"), _row("o-int8", 0.9, 2.0, fmt="openvino")]
-    assert _int8_slower(rows) == {"t-int8"}
+def test_waiting_students_are_promoted_smallest_first(monkeypatch):
+    # setup: three students scored and stopped while screening, in a study of their own
+    import optuna
 
+    from edgeft.compress.config import CompressConfig
+    from edgeft.compress.search import SCREENING, Search, SearchSetup
 
-def test_pass_effects_and_goals():
-    eager = {**_row("pytorch-fp32-eager", 0.90, 16.0, size=90e6, fmt="pytorch", precision="fp32"), "reference": True}
-    fp32 = _row("tuned-onnx-fp32", 0.90, 8.0, size=90e6, precision="fp32")
-    ort = {**_row("tuned-onnx-int8", 0.895, 4.0, size=23e6), "reference": True}
-    student = _row("pruned1-onnx-int8", 0.893, 1.5, size=9e6, model="pruned1")
-    rows = [eager, fp32, ort, student]
-    for row in rows:
-        row["accuracy_drop"] = 0.90 - row["accuracy"]
-    effects = _pass_effects(rows)
-    assert effects == [{"model": "pruned1", "format": "onnx", "precision": "int8",
-                        "accuracy_delta": pytest.approx(-0.002), "speedup": pytest.approx(4 / 1.5),
-                        "size_ratio": pytest.approx(9 / 23)}]
-    goals = _goals(rows)
-    assert goals["candidate"] == "pruned1-onnx-int8"
-    checks = goals["checks"]
-    assert checks["speed-up vs PyTorch fp32 eager"] == {"measured": "10.67×", "goal": "≥ 8×", "met": True}
-    assert checks["speed-up vs ONNX Runtime int8 (unpruned)"]["met"] is True
-    assert checks["file size vs fp32"] == {"measured": "10.0%", "goal": "≤ 15%", "met": True}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    distribution = optuna.distributions.CategoricalDistribution([0.0, 0.25, 0.5])
+    students = [("a", 0.9, 300), ("b", 0.5, 100), ("c", 0.4, 200)]  # c is dominated by b: bigger and worse
+    for number, (key, score, cost) in enumerate(students):
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED, params={"prune.heads": [0.0, 0.25, 0.5][number]},
+            distributions={"prune.heads": distribution},
+            user_attrs={"gate": {"key": key, "score": score, "cost": cost, "work": cost}, "stopped": SCREENING}))
+    search = object.__new__(Search)  # no data needed: promotion reads the study only
+    search.config = CompressConfig.model_validate({"search": {"halving_rate": 3}})
+    search.setup = SearchSetup(None, "host", search.config, "", "s", None, deadline=None)
+    search.reference = 1.0
+    # execute
+    search.promote_waiting(study)
+    search.promote_waiting(study)  # a second call queues nothing twice
+    # assert: the front (b, a) goes on, smallest first; c waits
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"]["prune.heads"] for t in waiting] == [0.25, 0.0]
+    assert [t.user_attrs["promoted"] for t in waiting] == [1, 0]

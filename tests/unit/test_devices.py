@@ -78,3 +78,20 @@ def test_cli_lists_and_shows():
     assert listing.exit_code == 0 and "jetson-orin-nano" in listing.output
     assert shown.exit_code == 0 and "Cortex-A72" in shown.output and "#" in shown.output
     assert missing.exit_code == 2 and "unknown device" in missing.output
+
+
+def test_quantization_lists_deployable_pairs(tmp_path):
+    # the shipped profiles name format-precision pairs of their own runtimes; host searches every int8 path
+    assert load_profile("rpi4").quantization == ["tflite-int8", "onnx-int8"]
+    assert set(load_profile("host").quantization) == {"tflite-int8", "onnx-int8", "openvino-int8"}
+    raw = yaml.safe_load((DEVICES_DIR / "rpi4.yaml").read_text())
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**raw, "quantization": ["openvino-int8", "onnx-int3"]}))
+    with pytest.raises(EdgeftError) as error:
+        load_profile(path)
+    assert "quantization.1" in str(error.value.problems)
+    path.write_text(yaml.safe_dump({**raw, "quantization": ["openvino-int8"]}))
+    with pytest.raises(EdgeftError, match="not in runtimes"):
+        load_profile(path)
+    path.write_text(yaml.safe_dump({**raw, "quantization": []}))
+    assert load_profile(path).quantization == ["tflite-fp32", "onnx-fp32"]  # nothing listed: fp32 of each runtime

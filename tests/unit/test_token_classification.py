@@ -243,3 +243,23 @@ def test_cli_tune_reports_a_bad_conll_line_and_exits_2(tmp_path):
     assert result.exit_code == 2
     assert f"error: {tmp_path / 'train.conll'}: line 2: tag 'B_location'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_teacher_targets_per_example_ride_along_padded(run):
+    # Distillation stores each example's teacher rows beside it; the collator pads them like the labels.
+    from edgeft.models import load_classifier, load_tokenizer
+    from edgeft.training import model_logits
+
+    model, tokenizer = load_classifier(run / "merged"), load_tokenizer(run / "merged")
+    split = TASK.tokenize(TASK.load_splits(validate_recipe(ner_recipe(run.parent)).data, 42).test, tokenizer, 32)
+
+    targets = model_logits(model, split, tokenizer, per_example=True)
+    batch = TASK.collator(tokenizer)([{**split[i], "teacher_logits": targets[i].tolist()} for i in range(4)])
+
+    assert [len(t) for t in targets] == [len(ids) for ids in split["input_ids"]]
+    np.testing.assert_allclose(np.concatenate(targets), model_logits(model, split, tokenizer), atol=1e-6)
+    assert batch["teacher_logits"].shape == (*batch["input_ids"].shape, len(model.head_config.labels))
+    for row in range(4):
+        length = len(targets[row])
+        np.testing.assert_allclose(batch["teacher_logits"][row, :length].numpy(), targets[row], atol=1e-6)
+        assert not batch["teacher_logits"][row, length:].any()

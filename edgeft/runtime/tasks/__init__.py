@@ -6,6 +6,8 @@ A device task object has:
     rows(outputs, attention_mask): the prediction rows of one batch's raw outputs, (rows, labels): one per text
         for a sentence classifier, one per real token for a token classifier. Verification, the load-time
         self-check and `Predictor.logits` compare these; row_counts(predictor, texts) says how many each text has.
+    example_rows(outputs, attention_mask): the same rows per example (a vector per text, a matrix per tagged
+        text), e.g. a teacher's targets stored beside each training row.
     predict(predictor, texts, **options): the results for people (labels, entities, ...).
     records(predictor, texts, top_k) / render(records): what `edgeft predict` prints (JSON lines or text).
 """

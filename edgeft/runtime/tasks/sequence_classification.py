@@ -19,6 +19,9 @@ class SequenceClassification:
     def rows(self, outputs: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return outputs
 
+    def example_rows(self, outputs: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        return list(outputs)
+
     def row_counts(self, predictor, texts: list[str]) -> list[int]:
         return [1] * len(texts)
 

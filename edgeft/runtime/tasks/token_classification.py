@@ -30,6 +30,9 @@ class TokenClassification:
     def rows(self, outputs: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return outputs[attention_mask.astype(bool)]
 
+    def example_rows(self, outputs: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        return [row[keep.astype(bool)] for row, keep in zip(outputs, attention_mask)]
+
     def row_counts(self, predictor, texts: list[str]) -> list[int]:
         return [len(encoding.ids) for encoding in predictor.encodings(texts)]
 
