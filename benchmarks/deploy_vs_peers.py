@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--eval-rows", type=int, help="test rows to score (default: all)")
+    parser.add_argument("--score-threads", type=int, default=1,
+                        help="threads while scoring accuracy (predictions do not depend on it; on a shared machine "
+                             "2-thread PyTorch calls stall on descheduled workers)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 short rounds: a smoke test")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.run / "merged"
     rows, notes = build_peers(model_dir, work / "peers", args.threads, calibration)
     rows += [_row(f"edgeft:{name}", str(bundle), None) for name, bundle in edgeft_rows]
-    quality = {row["name"]: score(row, examples, labels, args.threads, work) for row in rows}
+    quality = {row["name"]: score(row, examples, labels, args.score_threads, work) for row in rows}
     reference = json.loads((Path(edgeft_rows[0][1]) / "manifest.json").read_text())
     texts = reference["reference_sample"]["texts"]
     timings = {}
