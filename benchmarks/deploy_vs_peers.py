@@ -377,6 +377,7 @@ def _write_json(result: dict, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(result, stream, indent=1)
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600
     os.replace(temporary, path)
 
 
