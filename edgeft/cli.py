@@ -164,8 +164,10 @@ def devices_show(name):
 @click.option("--compare", is_flag=True, help="Bench several BUNDLES and draw a PNG bar chart side by side.")
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("bench_compare.png"), show_default=True,
               help="Where --compare writes its chart.")
+@click.option("--new-tokens", default=64, show_default=True,
+              help="Causal-LM bundles: tokens decoded per generation (--seq-len: prompt tokens).")
 def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, emulate, rounds, seconds, runs, warmup,
-                  batch, seq_len, threads, json_path, compare, plot):
+                  batch, seq_len, threads, json_path, compare, plot, new_tokens):
     """Latency of BUNDLE on the host, on a device over SSH, or estimated for a device profile.
 
     Measured numbers come from interleaved rounds of fresh processes on the bundle's reference sample of real texts
@@ -178,8 +180,19 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
         edgeft bench runs/quickstart/bundles/onnx-int8 --target rpi4 --emulate
         edgeft bench bundle/ --target rpi4 --remote ssh://pi@raspberrypi.local
         edgeft bench --compare a/ b/ c/ --plot compare.png
+        edgeft bench runs/e2e-smollm2-lora/bundles/onnx-int4 --seq-len 100 --new-tokens 64   # a causal LM
+
+    A causal-LM bundle reports time to first token, prompt tokens/s and decode tokens/s (p50/p90) and peak RSS, on
+    the host, from --rounds fresh processes of the light runtime, each generating 3 times (eos ignored).
     """
+    from edgeft.bench.generation import bench_generation, is_generation_bundle, render
     from edgeft.bench.report import show
+
+    if all(is_generation_bundle(bundle) for bundle in bundles):
+        reports = run_stage(bench_generation, list(bundles), threads=threads or 2, prompt_tokens=seq_len,
+                            new_tokens=new_tokens, rounds=rounds, json_path=json_path)
+        click.echo(render(reports))
+        return
 
     if emulate:
         from edgeft.bench.emulate import emulate as run_emulated
@@ -258,6 +271,30 @@ def predict(bundle, texts, as_json, top_k, threads, no_self_check):
 
     click.echo(run_stage(predict_texts, bundle, list(texts), threads, top_k, "warn" if no_self_check else True,
                          as_json))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--max-new-tokens", default=64, show_default=True, help="Most tokens to generate.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy; higher samples more freely.")
+@click.option("--top-p", default=1.0, show_default=True, help="Sample from the smallest set reaching this probability.")
+@click.option("--stop", multiple=True, help="Stop before this text (repeatable).")
+@click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the bundle's prompt format.")
+@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+def generate(bundle, prompt, max_new_tokens, temperature, top_p, stop, seed, raw, threads):
+    """Generate text from PROMPT with a causal-LM BUNDLE, streamed as it comes (light runtime only, no torch).
+
+    Example usage:
+
+        edgeft generate runs/e2e-smollm2-lora/bundles/onnx-int4 "name[The Eagle], food[French], area[riverside]"
+    """
+    from edgeft.runtime.generate import generate_to
+
+    run_stage(generate_to, lambda piece: click.echo(piece, nl=False), bundle, prompt, max_new_tokens, temperature,
+              top_p, list(stop), seed, raw, threads)
+    click.echo()
 
 
 @main.command()

@@ -19,7 +19,7 @@ import numpy as np
 import edgeft
 from edgeft.atomic import promote
 from edgeft.errors import EdgeftError
-from edgeft.export import onnx, openvino, tflite
+from edgeft.export import decoder, onnx, openvino, tflite
 from edgeft.export.source import resolve, run_examples
 from edgeft.export.verify import compare, evaluate, judge, self_check_entry, torch_logits
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files, sha256
@@ -94,6 +94,9 @@ def export(
     Raises:
         EdgeftError: bad arguments (exit 2), or an artifact that fails verification (exit 1).
     """
+    if decoder.decoder_run(source):  # a causal LM: a decoder with a KV cache, verified by generating
+        return decoder.export_run(source, format, precision, output, min_agreement=min_agreement,
+                                  n_verify=n_verify, progress=progress)
     _check_arguments(format, precision, min_agreement, n_verify)
     if sign_key:
         load_private_key(sign_key)

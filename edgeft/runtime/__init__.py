@@ -29,8 +29,10 @@ __all__ = ["load", "Predictor", "BundleError", "softmax", "as_texts"]
 
 def load(
     bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True, trusted_keys=None
-) -> "Predictor":
-    """Check a bundle (schema, signature, every file's sha256, no escaping names, no pickles) and load it.
+):
+    """Check a bundle (schema, signature, every file's sha256, no escaping names, no pickles) and load it: a
+    `Predictor`, or for a generating task (causal-lm) a `Generator` (`edgeft.runtime.generate`) with
+    `generate` / `stream`.
 
     Args:
         bundle_dir: the bundle folder (with manifest.json).
@@ -46,11 +48,15 @@ def load(
         EdgeftError: the backend for the bundle's format is not installed (with the install line).
     """
     folder, manifest = read_checked(bundle_dir, trusted_keys)
+    task = runtime_task(manifest.get("task"))
+    if hasattr(task, "open"):  # generation loops over the graph with a KV cache: its own loaded object
+        return task.open(folder, manifest, threads, self_check)
     backend = _load_backend(folder, manifest, threads)
     try:
         encoder = TextEncoder(folder / TOKENIZER, manifest["tokenizer"])
     except Exception as error:  # noqa: BLE001 - tokenizers raises plain Exception for a bad file
-        raise BundleError(f"{bundle_dir}: {TOKENIZER}: cannot be read by tokenizers: {_first_line(error)}") from None
+        raise BundleError(f"{bundle_dir}: {TOKENIZER}: does not fit the manifest's tokenizer settings or cannot be "
+                          f"read: {_first_line(error)}") from None
     labels = manifest["labels"]
     if labels is not None and backend.output_width is not None and len(labels) != backend.output_width:
         raise BundleError(f"{bundle_dir}: manifest.json: labels: {len(labels)} labels, but the model outputs "
@@ -59,7 +65,11 @@ def load(
                 **backend.versions}
     predictor = Predictor(manifest, encoder, backend.run, versions, backend.sequence_multiple)
     if self_check and manifest.get("self_check"):
-        problem = predictor.self_check()
+        try:
+            problem = predictor.self_check()
+        except Exception as error:  # noqa: BLE001 - a backend failing on the bundle's own reference inputs
+            raise BundleError(f"{bundle_dir}: self-check failed: the model cannot run its reference inputs: "
+                              f"{_first_line(error)}") from None
         if problem and self_check == "warn":
             warnings.warn(problem, RuntimeWarning, stacklevel=2)
         elif problem:

@@ -18,6 +18,7 @@ from edgeft.errors import EdgeftError
 from edgeft.runtime.manifest import MAX_MANIFEST_BYTES, validate_manifest
 from edgeft.runtime.pickles import pickle_problem
 from edgeft.runtime.signing import SIGNATURE, trusted_keys_from, verify_bundle
+from edgeft.runtime.tasks import RUNTIME_TASKS
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -74,6 +75,9 @@ def read_checked(bundle: str | Path, trusted_keys=None) -> tuple[Path, dict]:
     manifest, problems = validate_manifest(raw)
     if manifest is None:
         raise BundleError([f"{bundle}: {MANIFEST}: {problem}" for problem in problems])
+    if manifest.task not in RUNTIME_TASKS:
+        raise BundleError(f"{bundle}: {MANIFEST}: task: {manifest.task!r} is not one of {', '.join(RUNTIME_TASKS)}; "
+                          "a newer edgeft made this bundle")
     if keys and (problem := verify_bundle(folder, manifest_bytes, keys)):
         raise BundleError(f"{bundle}: {problem}")
     problems = _file_problems(folder, manifest.format, manifest.files)
