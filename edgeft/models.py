@@ -43,7 +43,64 @@ def resolve_model(name: str) -> str | Path:
         if not (local / "config.json").exists():
             raise EdgeftError(f"model.name: {name} is a folder without config.json (not a Hugging Face model)")
         return local.resolve()
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        raise EdgeftError(f"model.name: no such model folder: {name}")
+    _check_hub_reachable(name)
     return name
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Fail fast, naming model.name, when a hub id can be neither found in the local cache nor downloaded."""
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as error:
+        raise EdgeftError(f"model.name: {name!r} is neither an alias ({MINILM}, {TINY_BERT}), a local folder nor a "
+                          f"valid hub id ({error})") from None
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise EdgeftError(f"model.name: {name!r} is not a local folder and not in the Hugging Face cache, and "
+                          "HF_HUB_OFFLINE is set; use a local folder or an alias (minilm, tiny-bert)")
+    if not _host_reachable("huggingface.co", 443, timeout=3.0):
+        raise EdgeftError(f"model.name: {name!r} is not a local folder and not in the Hugging Face cache, and "
+                          "huggingface.co cannot be reached; use a local folder or an alias (minilm, tiny-bert)")
+
+
+def _host_reachable(host: str, port: int, timeout: float) -> bool:
+    """A TCP connection within `timeout` (name resolution included, which sockets alone do not bound)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Timeout
+
+    def connect():
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except (OSError, Timeout):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def max_positions(source: str | Path) -> int | None:
+    """The longest input the model's position embeddings allow (None when its config does not say)."""
+    if source == TINY_BERT:
+        return tiny_bert_config(30522).max_position_embeddings
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise EdgeftError(f"model.name: cannot read the model's config.json from {source}: {error}") from None
+    return getattr(config, "max_position_embeddings", None)
 
 
 def default_pooling(source: str | Path) -> str:

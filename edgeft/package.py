@@ -17,6 +17,7 @@ from pathlib import Path
 import edgeft
 from edgeft.errors import EdgeftError
 from edgeft.runtime.bundle import MANIFEST, read_checked
+from edgeft.runtime.signing import SIGNATURE, load_private_key, sign_bundle
 
 # The extra of edgeft that brings the one backend a format needs on the device.
 RUNTIME_EXTRAS = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite-runtime"}
@@ -48,11 +49,11 @@ from pathlib import Path
 BUNDLE = Path(__file__).parent / "bundle"
 
 
-def load(threads=None, self_check=True):
-    """Check and load the packaged bundle (sha256 of every file, load-time self-check)."""
+def load(threads=None, self_check=True, trusted_keys=None):
+    """Check and load the packaged bundle (signature with trusted keys, sha256 of every file, self-check)."""
     from edgeft.runtime import load as load_bundle
 
-    return load_bundle(BUNDLE, threads=threads, self_check=self_check)
+    return load_bundle(BUNDLE, threads=threads, self_check=self_check, trusted_keys=trusted_keys)
 '''
 
 MAIN = '''\
@@ -66,7 +67,10 @@ sys.exit(main(["predict", str(BUNDLE), *sys.argv[1:]]))
 '''
 
 
-def package(bundle: str | Path, output: str | Path = "dist", name: str | None = None, version: str = "0.1.0") -> Path:
+def package(
+    bundle: str | Path, output: str | Path = "dist", name: str | None = None, version: str = "0.1.0",
+    sign_key: str | Path | None = None,
+) -> Path:
     """Build the wheel for a bundle into `output`.
 
     Args:
@@ -74,6 +78,8 @@ def package(bundle: str | Path, output: str | Path = "dist", name: str | None = 
         output: the folder the wheel is written to.
         name: distribution name; default `edgeft-bundle-<run>-<format>-<precision>`.
         version: the wheel's version.
+        sign_key: an Ed25519 private key file; the packaged manifest is signed with it (the wheel then also
+            depends on `edgeft[sign]`, which the device needs to verify).
 
     Returns:
         The wheel file.
@@ -81,6 +87,8 @@ def package(bundle: str | Path, output: str | Path = "dist", name: str | None = 
     Raises:
         EdgeftError: a bundle that does not pass its checks, a bad name, or a failed build.
     """
+    if sign_key:
+        load_private_key(sign_key)
     folder, manifest = read_checked(bundle)
     name = name or _default_name(manifest)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name):
@@ -93,12 +101,15 @@ def package(bundle: str | Path, output: str | Path = "dist", name: str | None = 
         project = Path(tmp) / "project"
         package_dir = project / module
         shutil.copytree(folder, package_dir / "bundle", ignore=_only(manifest))
+        if sign_key:
+            sign_bundle(package_dir / "bundle", sign_key)
+        signed = (package_dir / "bundle" / SIGNATURE).is_file()
         (project / "pyproject.toml").write_text(
             PYPROJECT.format(
                 name=name,
                 version=version,
                 description=description,
-                extra=RUNTIME_EXTRAS[manifest["format"]],
+                extra=RUNTIME_EXTRAS[manifest["format"]] + (",sign" if signed else ""),
                 edgeft_version=edgeft.__version__,
                 module=module,
             )
@@ -124,7 +135,7 @@ def _default_name(manifest: dict) -> str:
 
 def _only(manifest: dict):
     """copytree filter: the listed files and the manifest, nothing else that may lie in the folder."""
-    keep = {*manifest["files"], MANIFEST}
+    keep = {*manifest["files"], MANIFEST, SIGNATURE}
 
     def ignore(directory, names):
         return [name for name in names if name not in keep]

@@ -28,7 +28,8 @@ METHODS = ("lora", "dora", "ia3", "prefix", "ptuning-v2", "full", "head-only")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # inf and nan are never meant (`epochs: .inf`, `1e400`): refuse them everywhere.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -62,18 +63,24 @@ class DataSpec(Strict):
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
     text_column: str | None = None
-    """Column holding the input: the text (default `text`), or for token classification in JSONL the list of
-    words (default `tokens`)."""
+    """Column holding the input: the text (default `text`), for token classification in JSONL the list of words
+    (default `tokens`), for causal-lm the prompt (default `text`)."""
     label_column: str | None = None
-    """Column holding the truth: the class name or id (default `label`), or for token classification in JSONL the
-    list of BIO tags (default `tags`). CoNLL files need no columns."""
-    max_length: PositiveInt = 128
-    """Tokens per input; longer texts are truncated."""
+    """Column holding the truth: the class name or id (default `label`), for token classification in JSONL the list
+    of BIO tags (default `tags`; CoNLL files need no columns), for causal-lm the completion (default `label`; a
+    prompt may repeat once per reference completion)."""
+    max_length: PositiveInt = Field(128, le=1 << 16)
+    """Tokens per input; longer texts are truncated (at most the model's positions, checked when it loads)."""
 
     @model_validator(mode="after")
     def _fraction_in_range(self):
         if isinstance(self.validation, float) and not 0.0 < self.validation < 0.5:
             raise ValueError(f"data.validation: a fraction must be in (0, 0.5) (got {self.validation})")
+        if isinstance(self.validation, str) and _is_number(self.validation):
+            raise ValueError(f"data.validation: {self.validation!r} is quoted: write {self.validation.strip()} "
+                             "without quotes for a fraction, or give a file")
+        if self.text_column is not None and self.text_column == self.label_column:
+            raise ValueError(f"data.label_column: the same column as data.text_column ({self.text_column!r})")
         return self
 
 
@@ -81,7 +88,7 @@ class MethodSpec(Strict):
     kind: Literal["lora", "dora", "ia3", "prefix", "ptuning-v2", "full", "head-only"] = "lora"
     """`lora`/`dora`/`ia3` (mergeable adapters), `prefix`/`ptuning-v2` (trained virtual tokens, not mergeable),
     `full` (every weight) or `head-only` (frozen encoder: the before-tuning baseline)."""
-    r: PositiveInt = 16
+    r: PositiveInt = Field(16, le=4096)
     """LoRA/DoRA rank; higher fits more and costs more."""
     alpha: PositiveFloat = 32
     """LoRA/DoRA scaling numerator (the update is scaled by alpha / r)."""
@@ -89,7 +96,7 @@ class MethodSpec(Strict):
     """Dropout on the adapter input."""
     target_modules: str | list[str] = "auto"
     """Module names to adapt; `auto` picks per architecture (all attention and FFN projections for BERT)."""
-    num_virtual_tokens: PositiveInt = 16
+    num_virtual_tokens: PositiveInt = Field(16, le=4096)
     """Virtual tokens for `prefix` and `ptuning-v2`."""
 
 
@@ -98,25 +105,46 @@ class TrainingSpec(Strict):
     """Peak learning rate for the tuned encoder weights (adapters, or all weights for `full`)."""
     head_learning_rate: PositiveFloat | None = 5.0e-3
     """Learning rate of the new classification head; a fresh head learns faster than adapters. None: same."""
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = Field(32, le=1 << 16)
     """Examples per step per device."""
-    epochs: PositiveFloat = 3
+    epochs: PositiveFloat = Field(3, le=10_000)
     """Passes over the training data."""
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
     """Fraction of steps with linear warm-up."""
     weight_decay: float = Field(0.01, ge=0.0)
     """AdamW weight decay."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=1 << 32)
     """Seed for splits, initialisation and shuffling."""
-    early_stopping_patience: PositiveInt | None = 2
+    early_stopping_patience: PositiveInt | None = Field(2, le=1_000_000)
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
-    eval_steps: PositiveInt | None = None
+    eval_steps: PositiveInt | None = Field(None, le=1 << 40)
     """Evaluate and checkpoint every N steps; None: once per epoch."""
-    max_steps: PositiveInt | None = None
+    max_steps: PositiveInt | None = Field(None, le=1 << 40)
     """Hard cap on optimizer steps (overrides epochs); for smoke tests."""
     group_by_length: bool = False
     """Batch rows of similar length together (less padding, less compute when lengths vary a lot; the batches
     are still shuffled)."""
+
+
+class GenerationSpec(Strict):
+    """How a causal LM (`model.task: causal-lm`) sees its prompts and how its generations are scored."""
+
+    prompt_template: str = "{prompt}\n"
+    """The text around each prompt; `{prompt}` marks where the data's prompt goes."""
+    chat_template: bool = False
+    """Wrap the templated prompt as the user turn of the model's chat template (for instruction-tuned models)."""
+    max_new_tokens: PositiveInt = 64
+    """Greedy tokens generated per prompt for BLEU / ROUGE-L (and the export's greedy check)."""
+    eval_prompts: PositiveInt | None = None
+    """Score at most this many distinct prompts per split (None: all of them)."""
+    samples: int = Field(5, ge=0)
+    """Sample generations shown in the model card."""
+
+    @model_validator(mode="after")
+    def _has_placeholder(self):
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError(f"generation.prompt_template: must contain {{prompt}} (got {self.prompt_template!r})")
+        return self
 
 
 class Recipe(Strict):
@@ -130,6 +158,8 @@ class Recipe(Strict):
     """How the model is tuned."""
     training: TrainingSpec = TrainingSpec()
     """Optimisation settings."""
+    generation: GenerationSpec | None = None
+    """Causal LMs only: prompt format and generation settings for scoring (None: the defaults)."""
     output: str | None = None
     """Run folder; default `runs/<name>`."""
     compress: dict[str, Any] | None = None
@@ -154,14 +184,44 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return validate_recipe(raw, source=str(path))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently:
+    a second `method:` section would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str):
+    """Safe-load YAML text with duplicate keys refused; EdgeftError naming `where` and the line otherwise."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise EdgeftError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise EdgeftError(f"{where}: not valid YAML: nested too deeply") from None
+
+
 def read_yaml_mapping(path: Path, kind: str) -> dict:
     """A YAML file that must hold a mapping (a recipe, a device profile), with clear errors otherwise."""
     if not path.is_file():
         raise EdgeftError(f"{path}: no such {kind} file")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise EdgeftError(f"{path}: not valid YAML: {error}") from error
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise EdgeftError(f"{path}: line {line}: not UTF-8 (byte {data[error.start]:#04x} at offset {error.start}); "
+                          "save the file as UTF-8") from None
+    raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise EdgeftError(f"{path}: a {kind} is a mapping of fields (got {type(raw).__name__})")
     return raw
@@ -185,15 +245,32 @@ def _apply_override(raw: dict, item: str) -> list[str]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             return [f"{key}: {part} is not a section"]
-    node[parts[-1]] = yaml.safe_load(value) if value else None
+    try:
+        node[parts[-1]] = parse_yaml(value, f"{key}={value}") if value else None
+    except EdgeftError as error:
+        return error.problems
     return []
+
+
+def _shown(part) -> str:
+    """A field name as typed, or quoted when it is empty, padded or holds characters a terminal hides."""
+    text = str(part)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def describe_errors(error: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
     """One `field.path: problem (got value)` line per pydantic error, with a suggestion for unknown fields."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
+        where = ".".join(_shown(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown field{_suggestion(item['loc'], root or Recipe)}")
         elif item["type"] == "missing":

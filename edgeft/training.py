@@ -127,14 +127,18 @@ class JsonlLog(TrainerCallback):
 
 
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
-                  **extra):
+                  task=None, **extra):
     """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early.
 
-    The model's task (`model.head_config.task`) gives the batch collator and the validation metric it chooses on.
+    The task (default: the model's, `model.head_config.task`) gives the batch collator and the validation metric
+    it chooses on: its `checkpoint_metric` when it has one (`loss`: lower is better), else its `metric`.
     """
     from edgeft.tasks import get_task
 
-    task = get_task(model.head_config.task)
+    task = task or get_task(model.head_config.task)
+    labels = model.head_config.labels if hasattr(model, "head_config") else []
+    choose_on = getattr(task, "checkpoint_metric", task.metric)
+    compute_metrics = task.compute_metrics(labels)
     per_steps = training.eval_steps is not None
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch
@@ -155,8 +159,10 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         logging_steps=10,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model=task.metric,
-        greater_is_better=True,
+        metric_for_best_model=choose_on,
+        greater_is_better=choose_on != "loss",
+        # Without metrics to compute, evaluation only needs the loss (a causal LM's logits would fill the memory).
+        prediction_loss_only=compute_metrics is None,
         seed=training.seed,
         data_seed=training.seed,
         bf16=use_bf16,
@@ -168,7 +174,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks = [RichProgress(task.metric), JsonlLog(folder / "train_log.jsonl")]
+    callbacks = [RichProgress(choose_on), JsonlLog(folder / "train_log.jsonl")]
     if training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))
     trainer = (trainer_class or ClassifierTrainer)(
@@ -177,7 +183,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         data_collator=task.collator(tokenizer),
-        compute_metrics=task.compute_metrics(model.head_config.labels),
+        compute_metrics=compute_metrics,
         callbacks=callbacks,
         head_learning_rate=training.head_learning_rate,
         **extra,
@@ -200,7 +206,12 @@ def last_checkpoint(folder: Path) -> str | None:
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Logits and label ids for a tokenized split, through the Trainer (gathered across processes)."""
-    output = trainer.predict(dataset)
+    # Rows must come back in dataset order (callers score them against the split): no length grouping here.
+    grouped, trainer.args.group_by_length = trainer.args.group_by_length, False
+    try:
+        output = trainer.predict(dataset)
+    finally:
+        trainer.args.group_by_length = grouped
     return output.predictions, output.label_ids
 
 

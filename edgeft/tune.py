@@ -31,6 +31,7 @@ from edgeft.models import (
     load_classifier,
     load_encoder,
     load_tokenizer,
+    max_positions,
     resolve_model,
 )
 from edgeft.recipe import Recipe, dump_recipe
@@ -44,6 +45,8 @@ MERGE_CHECK_ROWS = 256
 def dry_run(recipe: Recipe) -> dict:
     """The resolved recipe and a data summary, without training."""
     task = get_task(recipe.model.task)
+    if hasattr(task, "summarize"):  # a generating task: lengths of the formatted prompt + completion sequences
+        return {"recipe": dump_recipe(recipe), "data": task.summarize(recipe)}
     splits = task.load_splits(recipe.data, recipe.training.seed)
     tokenizer = load_tokenizer(resolve_model(recipe.model.name))
     return {"recipe": dump_recipe(recipe), "data": summarize(splits, tokenizer, recipe.data.max_length, task)}
@@ -64,14 +67,32 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     output = Path(output or recipe.output_dir)
     partial = output.parent / f".{output.name}.partial"
     recipe_hash = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the run folder
-        _prepare(output, partial, recipe_hash, resume, overwrite)
+    leader = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 touches the run folder
+    if leader and output.exists() and not overwrite:
+        raise EdgeftError(f"{output} already exists; pass --overwrite to replace it or --output to choose another")
     datasets.disable_progress_bars()
 
+    # Everything a user can get wrong is checked before the run folder is touched.
     torch.manual_seed(recipe.training.seed)
     task = get_task(recipe.model.task)
-    splits = task.load_splits(recipe.data, recipe.training.seed)
+    if hasattr(task, "tune"):  # a generating task tunes and scores the whole LM itself (edgeft/tasks/causal_lm.py)
+        lock = _lock(output) if leader else None  # noqa: F841 - held until this process ends, even when killed
+        if leader:
+            _prepare(partial, recipe_hash, resume)
+        metrics, log_history, source = task.tune(recipe, partial, resume)
+        if metrics is not None:  # rank 0
+            _write_outputs(partial, recipe, recipe_hash, metrics, log_history, None, source, task)
+            _commit(partial, output)
+        return output
     source = resolve_model(recipe.model.name)
+    positions = max_positions(source)
+    if positions and recipe.data.max_length > positions:
+        raise EdgeftError(f"data.max_length: {recipe.data.max_length} is above the {positions} positions of "
+                          f"model.name {recipe.model.name!r}")
+    splits = task.load_splits(recipe.data, recipe.training.seed)
+    lock = _lock(output) if leader else None  # held until this process ends, even when killed
+    if leader:
+        _prepare(partial, recipe_hash, resume)
     tokenizer = load_tokenizer(source)
     pooling = default_pooling(source) if recipe.model.pooling == "auto" else recipe.model.pooling
     head_config = HeadConfig(
@@ -119,12 +140,33 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     metrics["merge"] = _save_model(model, recipe, tokenizer, check_split, partial)
     _write_outputs(partial, recipe, recipe_hash, metrics, trainer.state.log_history, evaluated, source, task)
     _commit(partial, output)
+    del lock
     return output
 
 
-def _prepare(output: Path, partial: Path, recipe_hash: str, resume: bool, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise EdgeftError(f"{output} already exists; pass --overwrite to replace it or --output to choose another")
+def _lock(output: Path):
+    """An exclusive lock on `output` for this process (the kernel drops it when the process ends, even on
+    SIGKILL, so `--resume` is never blocked by a dead run). A second run into the same folder is refused:
+    even with --overwrite, two runs writing one staging folder would corrupt each other."""
+    import fcntl
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(output.parent / f".{output.name}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise EdgeftError(f"{output} is being written by another edgeft tune ({owner}); wait for it to finish, or "
+                          "pass --output to write elsewhere") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def _prepare(partial: Path, recipe_hash: str, resume: bool) -> None:
     stamp = partial / "recipe.sha256"
     if resume:
         if last_checkpoint(partial) is None:
@@ -164,10 +206,12 @@ def _save_model(model: EncoderClassifier, recipe: Recipe, tokenizer, check_split
 def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source, task) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_report.write_lock(folder / "recipe.lock.yaml", recipe, recipe_hash, source)
-    run_report.plot_curves(log_history, folder / "curves.png", task.metric)
-    split = "test" if "test" in evaluated else "validation"
-    logits, labels = evaluated[split]
-    figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
+    run_report.plot_curves(log_history, folder / "curves.png", getattr(task, "checkpoint_metric", task.metric))
+    figures = []
+    if evaluated:  # a generating task has no logits per example to draw
+        split = "test" if "test" in evaluated else "validation"
+        logits, labels = evaluated[split]
+        figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
     run_report.write_model_card(folder / "README.md", recipe, metrics, source, task.card_table(metrics), figures)
 
 

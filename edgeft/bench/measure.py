@@ -23,6 +23,9 @@ from edgeft.errors import EdgeftError
 BENCH_MODULE = "edgeft.runtime.bench"
 # The pip extra that brings each format's runtime (see pyproject.toml).
 RUNTIME_EXTRA = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite-runtime"}
+# Seconds ssh/scp wait for a connection: an unreachable device fails fast instead of after the TCP default (~2 min).
+CONNECT_TIMEOUT_S = 10
+_SSH_DEFAULTS = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
 
 
 @dataclass
@@ -50,11 +53,11 @@ class Remote:
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         port = ["-p", str(self.port)] if self.port else []
-        return _run(["ssh", "-o", "BatchMode=yes", *port, *self.options, self.destination, command], check)
+        return _run(["ssh", *_SSH_DEFAULTS, *port, *self.options, self.destination, command], check)
 
     def copy(self, local: Path, remote_dir: str) -> None:
         port = ["-P", str(self.port)] if self.port else []
-        _run(["scp", "-q", "-r", "-o", "BatchMode=yes", *port, *self.options, str(local),
+        _run(["scp", "-q", "-r", *_SSH_DEFAULTS, *port, *self.options, str(local),
               f"{self.destination}:{remote_dir}/"], check=True)
 
 
@@ -127,10 +130,20 @@ def _run(command: list[str], check: bool) -> subprocess.CompletedProcess:
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise EdgeftError(f"--remote needs the OpenSSH client ({command[0]} not found on PATH)") from None
+    if result.returncode == 255 and _unreachable(result.stderr):
+        raise EdgeftError(f"--remote: cannot reach the device over SSH within {CONNECT_TIMEOUT_S} s: "
+                          f"{_last_line(result.stderr)}")
     if check and result.returncode != 0:
         raise EdgeftError(f"{shlex.join(command[:1] + command[-2:])} failed (exit {result.returncode}): "
                           f"{_last_line(result.stderr)}", exit_code=1)
     return result
+
+
+def _unreachable(stderr: str) -> bool:
+    """ssh's own connection failures (exit 255), as opposed to the remote command failing."""
+    words = ("timed out", "could not resolve", "connection refused", "no route to host", "network is unreachable",
+             "name or service not known", "connection closed", "permission denied")
+    return any(word in stderr.lower() for word in words)
 
 
 def _report(result: subprocess.CompletedProcess, where: str) -> dict:

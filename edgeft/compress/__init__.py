@@ -32,9 +32,14 @@ def resolve_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] =
     import yaml
     from pydantic import ValidationError
 
+    from edgeft.export.decoder import decoder_run
     from edgeft.export.source import resolve
     from edgeft.recipe import _apply_override, describe_errors
 
+    if decoder_run(run_dir):
+        raise EdgeftError(f"{run_dir}: a causal LM; compress does not search generating models yet. Build its "
+                          "int8/int4 bundles with `edgeft export RUN --format onnx|openvino --precision int8|int4` "
+                          "(each verified against PyTorch) and compare them with `edgeft bench`")
     source = resolve(run_dir)
     section = {}
     if source.recipe is not None:

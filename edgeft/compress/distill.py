@@ -119,8 +119,8 @@ def distill(
     for name in ("train", "validation"):
         split = get_task(student.head_config.task).tokenize(getattr(splits, name), tokenizer, max_length)
         seen = split if id_map is None else split.map(lambda row: {"input_ids": id_map[row["input_ids"]].tolist()})
-        logits = model_logits(teacher, seen, teacher_tokenizer or tokenizer)
-        tokenized[name] = split.add_column(TEACHER_LOGITS, logits.tolist())
+        logits = model_logits(teacher, seen, teacher_tokenizer or tokenizer, per_example=True)
+        tokenized[name] = split.add_column(TEACHER_LOGITS, [row.tolist() for row in logits])
 
     training = TrainingSpec(
         learning_rate=config.learning_rate,

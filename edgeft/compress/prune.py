@@ -75,10 +75,11 @@ COSTLY = False
 def run(model_dir: Path, config: PruneConfig, out_dir: Path, context) -> Path:
     """The pass: prune the classifier in `model_dir` (importance on the validation split) into `out_dir`."""
     from edgeft.models import load_classifier, load_tokenizer
-    from edgeft.training import tokenize
+    from edgeft.tasks import get_task
 
     model, tokenizer = load_classifier(model_dir), load_tokenizer(model_dir)
-    validation = tokenize(context.splits.validation, tokenizer, model.head_config.max_length)
+    task = get_task(model.head_config.task)
+    validation = task.tokenize(context.splits.validation, tokenizer, model.head_config.max_length)
     prune(model, config, validation, tokenizer).save(out_dir, tokenizer)
     return out_dir
 
@@ -89,7 +90,7 @@ def prune(model: SequenceClassifier, config: PruneConfig, dataset, tokenizer) ->
     Args:
         model: the classifier to prune (a BERT-family encoder: BERT, RoBERTa, ELECTRA, MiniLM...).
         config: what to remove.
-        dataset: a tokenized split with a `label` column (e.g. `edgeft.training.tokenize` of the validation split).
+        dataset: a tokenized split with its targets (`label` or `labels`), as the model's task tokenizes it.
         tokenizer: the model's tokenizer (pads the batches).
 
     Returns:
@@ -102,7 +103,7 @@ def prune(model: SequenceClassifier, config: PruneConfig, dataset, tokenizer) ->
     layers = _layers(model.encoder)
     if config.layers >= len(layers):
         raise EdgeftError(f"prune.layers: must be below the encoder's {len(layers)} layers (got {config.layers})")
-    batches = _batches(dataset, tokenizer, config)
+    batches = _batches(dataset, tokenizer, config, model.head_config.task)
     record = model.head_config.extra.setdefault("prune", {})
     original_layers = record.get("layers_kept", list(range(len(layers))))
 
@@ -133,15 +134,16 @@ def _layers(encoder) -> torch.nn.ModuleList:
     return stack
 
 
-def _batches(dataset, tokenizer, config: PruneConfig) -> list[dict]:
+def _batches(dataset, tokenizer, config: PruneConfig, task: str) -> list[dict]:
     """Padded batches of the first `samples` rows, with `labels`, made once and reused by every measurement."""
-    from transformers import DataCollatorWithPadding
+    from edgeft.tasks import get_task
 
-    if "label" not in dataset.column_names:
-        raise EdgeftError("prune: the importance data needs a `label` column")
-    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "label")]
+    targets = [c for c in ("label", "labels") if c in dataset.column_names]
+    if not targets:
+        raise EdgeftError("prune: the importance data needs its targets (a `label` or `labels` column)")
+    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", *targets)]
     rows = dataset.select_columns(columns).select(range(min(config.samples, len(dataset))))
-    collator = DataCollatorWithPadding(tokenizer)
+    collator = get_task(task).collator(tokenizer)
     return [
         collator([rows[i] for i in range(start, min(start + config.batch_size, len(rows)))])
         for start in range(0, len(rows), config.batch_size)

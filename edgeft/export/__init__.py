@@ -19,10 +19,11 @@ import numpy as np
 import edgeft
 from edgeft.atomic import promote
 from edgeft.errors import EdgeftError
-from edgeft.export import onnx, openvino, tflite
+from edgeft.export import decoder, onnx, openvino, tflite
 from edgeft.export.source import resolve, run_examples
 from edgeft.export.verify import compare, evaluate, judge, self_check_entry, torch_logits
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files, sha256
+from edgeft.runtime.signing import load_private_key, sign_bundle
 from edgeft.runtime.tokenize import save_tokenizer, tokenizer_settings
 
 __all__ = ["export", "evaluate", "FORMATS", "PRECISIONS"]
@@ -70,6 +71,7 @@ def export(
     min_agreement: float = 0.9,
     n_verify: int = N_VERIFY,
     progress: bool = True,
+    sign_key: str | Path | None = None,
 ) -> Path:
     """Export, verify against PyTorch, and atomically write one bundle.
 
@@ -84,6 +86,7 @@ def export(
         min_agreement: the top-1 agreement a quantized bundle needs (fp32 always needs 100%).
         n_verify: how many recipe texts to verify on.
         progress: show progress on stderr.
+        sign_key: an Ed25519 private key file (`edgeft keygen`); the manifest is signed with it (`manifest.sig`).
 
     Returns:
         The bundle folder.
@@ -91,7 +94,12 @@ def export(
     Raises:
         EdgeftError: bad arguments (exit 2), or an artifact that fails verification (exit 1).
     """
+    if decoder.decoder_run(source):  # a causal LM: a decoder with a KV cache, verified by generating
+        return decoder.export_run(source, format, precision, output, min_agreement=min_agreement,
+                                  n_verify=n_verify, progress=progress)
     _check_arguments(format, precision, min_agreement, n_verify)
+    if sign_key:
+        load_private_key(sign_key)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from edgeft.models import load_classifier, load_tokenizer
@@ -140,7 +148,7 @@ def export(
         bar.update(step, description=f"verifying {format} {precision} on {len(verify_texts)} inputs against PyTorch")
         from edgeft.runtime import load
 
-        predictor = load(stage, self_check=False)
+        predictor = load(stage, self_check=False, trusted_keys=[])
         candidate = predictor.logits(verify_texts)
         reference = torch_logits(model, tokenizer, verify_texts, max_length)
         verification = judge(compare(reference, candidate), precision, min_agreement)
@@ -152,10 +160,15 @@ def export(
             raise EdgeftError(_failure(format, precision, verification), exit_code=1)
         manifest["verification"] = verification
         counts = predictor.task.row_counts(predictor, verify_texts)
-        manifest["self_check"] = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"],
-                                                  counts)
+        check = self_check_entry(verify_texts, reference, candidate, verification["max_abs_diff"], counts)
+        # Expected rows as the load-time self-check computes them (these texts in one batch): dynamic int8
+        # quantizes activations per batch, so rows taken from the verification batches can differ from them.
+        check["expected_logits"] = predictor.logits(check["texts"]).round(6).tolist()
+        manifest["self_check"] = check
         manifest["reference_sample"] = reference_sample(tokenizer, verify_texts, max_length, inputs_from)
         _write_manifest(stage, manifest)
+        if sign_key:
+            sign_bundle(stage, sign_key)
         promote(stage, output)
     return output
 

@@ -94,5 +94,5 @@ def evaluate(bundle, examples: list, batch_size: int = 32, threads: int | None =
     from edgeft.runtime import load
     from edgeft.tasks import get_task
 
-    predictor = load(bundle, threads=threads, self_check=False)
+    predictor = load(bundle, threads=threads, self_check=False, trusted_keys=[])
     return get_task(predictor.task.name).evaluate_predictor(predictor, examples, batch_size)

@@ -25,6 +25,9 @@ class TextEncoder:
         self.settings = settings
         self.max_length = int(settings["max_length"])
         self.tokenizer = Tokenizer.from_file(str(path))
+        vocabulary = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        if not 0 <= int(settings.get("pad_id", 0)) < vocabulary:
+            raise ValueError(f"pad_id {settings.get('pad_id')} is outside the vocabulary (0..{vocabulary - 1})")
         self.tokenizer.no_padding()  # padding is done below, to the batch's longest or to a fixed bucket
         self.tokenizer.enable_truncation(self.max_length, direction=settings.get("truncation_side", "right"))
 

@@ -7,12 +7,13 @@ Each task is one module with one `TASK` object following `edgeft.tasks.base.Task
 from __future__ import annotations
 
 from edgeft.errors import EdgeftError
-from edgeft.tasks import sequence_classification, token_classification
+from edgeft.tasks import causal_lm, sequence_classification, token_classification
 from edgeft.tasks.base import Task
 
 TASKS: dict[str, Task] = {
     "sequence-classification": sequence_classification.TASK,
     "token-classification": token_classification.TASK,
+    "causal-lm": causal_lm.TASK,
 }
 DEFAULT_TASK = "sequence-classification"
 

@@ -26,6 +26,12 @@ class Task(Protocol):
         passes: names of the compression passes that apply (e.g. no vocabulary pruning where it is not exact).
         output_axes: axis names of the exported graph's one output, `logits` (e.g. ("batch", "labels")).
         runtime: the device half (`edgeft.runtime.tasks`): prediction rows, results, CLI records.
+
+    A generating task (causal-lm: the whole LM is tuned, quality is measured by generating) adds optional hooks the
+    stages look for instead of the encoder + head path: `checkpoint_metric` ("loss": the Trainer keeps the lowest
+    validation loss), `tune(recipe, folder, resume) -> (metrics, log_history, model_source)`, `summarize(recipe)`
+    for `--dry-run`, and on its device half `open(folder, manifest, threads, self_check)`, which `edgeft.runtime.load`
+    returns (a generator looping over the graph with a KV cache).
     """
 
     name: str

@@ -55,6 +55,6 @@ def ner_recipe(folder: Path) -> dict:
         },
         "method": {"kind": "full"},
         "training": {"epochs": 6, "batch_size": 16, "learning_rate": 3e-3, "head_learning_rate": 3e-3,
-                     "early_stopping_patience": None},
+                     "early_stopping_patience": None, "group_by_length": True},
         "output": str(folder / "run"),
     }

@@ -85,7 +85,7 @@ def test_cli_dry_run_prints_resolved_recipe_and_summary(tiny_recipe, tmp_path):
     result = CliRunner().invoke(main, ["tune", str(path), "--dry-run", "--set", "training.epochs=1"])
     assert result.exit_code == 0, result.output
     assert "epochs: 1.0" in result.output
-    summary = yaml.safe_load(result.output[result.output.index("{"):])
+    summary = yaml.safe_load(result.stdout[result.stdout.index("{"):])  # stderr may carry data warnings
     assert summary["labels"] == 3
     assert summary["splits"]["train"]["rows"] + summary["splits"]["validation"]["rows"] == 120
     assert not (tmp_path / "run").exists()

@@ -263,3 +263,30 @@ def test_teacher_targets_per_example_ride_along_padded(run):
         length = len(targets[row])
         np.testing.assert_allclose(batch["teacher_logits"][row, :length].numpy(), targets[row], atol=1e-6)
         assert not batch["teacher_logits"][row, length:].any()
+
+
+def test_compress_searches_pruned_and_distilled_taggers(run, tmp_path):
+    # A two-trial search on a copy of the tiny tagger whose only choice is a pruned and distilled student.
+    import shutil
+
+    copy = shutil.copytree(run, tmp_path / "run")
+    flags = ["--trials", "2", "--set", "export.targets=[onnx-int8]", "--set", "prune.heads=[0.5]",
+             "--set", "prune.ffn=[0.5]", "--set", "prune.layers=[1]", "--set", "distill.epochs=[1]",
+             "--set", "distill.settings.max_steps=3", "--set", "search.halving_rate=1", "--runs", "3",
+             "--set", "bench.warmup=1", "--set", "bench.texts=4", "--time-budget", "15m"]
+
+    result = CliRunner().invoke(main, ["compress", str(copy), "--target", "host", *flags])
+
+    assert result.exit_code == 0, result.output
+    folder = copy / "compress" / "host"
+    summary, candidates = json.loads((folder / "candidates.json").read_text()).values()
+    assert summary["metric"] == "f1" and (folder / "best" / "manifest.json").is_file()
+    chains = [candidate["chain"] for candidate in candidates]
+    assert not any("vocab" in step for chain in chains for step in chain), "not exact for taggers: never tried"
+    student = next(c for c in candidates if any(step.startswith("distill") for step in c["chain"]))
+    assert student["chain"][0].startswith("prune(") and student["validation"]["n"] == 20
+    # Each candidate's quality is its bundle's, run in its own runtime.
+    splits = TASK.load_splits(validate_recipe(ner_recipe(run.parent)).data, 42)
+    scored = evaluate(student["bundle"], TASK.examples(splits.validation, splits.labels))
+    assert scored["f1"] == pytest.approx(student["validation"]["f1"], abs=1e-12)
+    assert json.loads((folder / "best" / "manifest.json").read_text())["task"] == "token-classification"

@@ -10,17 +10,20 @@ A device task object has:
         text), e.g. a teacher's targets stored beside each training row.
     predict(predictor, texts, **options): the results for people (labels, entities, ...).
     records(predictor, texts, top_k) / render(records): what `edgeft predict` prints (JSON lines or text).
+A generating task (causal-lm) has instead `open(folder, manifest, threads, self_check)`: `edgeft.runtime.load`
+returns what it opens (a `Generator`), since generation is a loop over the graph rather than one call.
 """
 
 from __future__ import annotations
 
 from edgeft.errors import EdgeftError
-from edgeft.runtime.tasks import sequence_classification, token_classification
+from edgeft.runtime.tasks import causal_lm, sequence_classification, token_classification
 
 DEFAULT_TASK = sequence_classification.TASK.name
 RUNTIME_TASKS = {
     "sequence-classification": sequence_classification.TASK,
     "token-classification": token_classification.TASK,
+    "causal-lm": causal_lm.TASK,
 }
 
 

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+from edgeft.runtime.display import escape
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, stable for large logits."""
@@ -48,13 +50,13 @@ class SequenceClassification:
         return records
 
     def render(self, records: list[dict], as_json: bool) -> str:
-        """JSON lines for machines, or `label  score  text` lines for people."""
+        """JSON lines for machines, or `label  score  text` lines for people (control characters escaped)."""
         if as_json:
             return "\n".join(json.dumps(record, ensure_ascii=False) for record in records)
         lines = []
         for record in records:
-            alternatives = "".join(f"  ({t['label']} {t['score']:.3f})" for t in record["top"][1:])
-            lines.append(f"{record['label']}\t{record['score']:.3f}\t{record['text']}{alternatives}")
+            alternatives = "".join(f"  ({escape(t['label'])} {t['score']:.3f})" for t in record["top"][1:])
+            lines.append(f"{escape(record['label'])}\t{record['score']:.3f}\t{escape(record['text'])}{alternatives}")
         return "\n".join(lines)
 
 

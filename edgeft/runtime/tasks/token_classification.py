@@ -17,6 +17,8 @@ import json
 
 import numpy as np
 
+from edgeft.runtime.display import escape
+
 from edgeft.errors import EdgeftError
 from edgeft.runtime.tasks.sequence_classification import softmax
 
@@ -73,8 +75,8 @@ class TokenClassification:
             return "\n".join(json.dumps(record, ensure_ascii=False) for record in records)
         lines = []
         for record in records:
-            lines.append(record["text"])
-            lines += [f"  {e['type']}\t{e['score']:.3f}\t{e['text']}\t[{e['start']}:{e['end']}]"
+            lines.append(escape(record["text"]))
+            lines += [f"  {escape(e['type'])}\t{e['score']:.3f}\t{escape(e['text'])}\t[{e['start']}:{e['end']}]"
                       for e in record["entities"]] or ["  (no entities)"]
         return "\n".join(lines)
 

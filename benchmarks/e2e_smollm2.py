@@ -1,0 +1,182 @@
+"""E2E NLG with SmolLM2-135M-Instruct: prompt-only BLEU of the base model, BLEU after LoRA, and each bundle's BLEU in
+its own runtime with its generation speed.
+
+Usage:
+    python -m benchmarks.e2e_smollm2 base [--prompts N]            # base model, prompt only (no tuning), PyTorch
+    python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
+    python -m benchmarks.e2e_smollm2 step [--steps N]               # seconds per LoRA training step
+    python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
+                                                                    # bundles of the untuned model, verified
+
+The prompt format is the recipe's (recipes/e2e-smollm2-lora.yaml: its instruction inside the chat template); one
+greedy generation per distinct test MR (the first N MRs of testset_w_refs.csv in file order), scored by sacrebleu
+corpus BLEU against all of that MR's references, and ROUGE-L. Writes benchmarks/results/e2e_smollm2_<mode>.json with
+the command. Speeds: `edgeft bench BUNDLE...` (edgeft.bench.generation: fresh processes, interleaved rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+RECIPE = REPO / "recipes" / "e2e-smollm2-lora.yaml"
+
+
+def test_examples(prompts: int | None):
+    from edgeft.recipe import load_recipe
+    from edgeft.tasks import get_task
+
+    recipe = load_recipe(RECIPE)
+    task = get_task("causal-lm")
+    splits = task.load_splits(recipe.data, recipe.training.seed)
+    return recipe, task.examples(splits.test)[:prompts]
+
+
+def base(prompts: int | None) -> dict:
+    """The base model with the recipe's prompt and no tuning, greedy, in PyTorch."""
+    from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
+    from edgeft.metrics import generation_metrics
+    from edgeft.tasks.causal_lm import build_prompt_format, generate_torch, generation_spec
+
+    recipe, examples = test_examples(prompts)
+    source = resolve_decoder(recipe.model.name)
+    tokenizer = load_decoder_tokenizer(source)
+    spec = generation_spec(recipe)
+    prompt_format = build_prompt_format(tokenizer, spec)
+    started = time.perf_counter()
+    outputs = generate_torch(load_decoder(source), tokenizer, [p for p, _ in examples], prompt_format,
+                             spec.max_new_tokens)
+    scores = generation_metrics(outputs, [refs for _, refs in examples])
+    return {"model": str(source), "prompt_format": prompt_format, "seconds": round(time.perf_counter() - started, 1),
+            **scores, "samples": [{"prompt": p, "generated": g} for (p, _), g in list(zip(examples, outputs))[:5]]}
+
+
+def bundles(run: Path, prompts: int | None, threads: int) -> dict:
+    """Every bundle of a run: BLEU and ROUGE-L in its own runtime on the same MRs, size, verification. Speeds come
+    from `edgeft bench` (interleaved fresh processes), run separately under the measurement lock."""
+    from edgeft.runtime.generate import load_generator
+    from edgeft.tasks import get_task
+
+    recipe, examples = test_examples(prompts)
+    max_new_tokens = recipe.generation.max_new_tokens if recipe.generation else 64
+    rows = []
+    for folder in sorted(path for path in (run / "bundles").iterdir() if (path / "manifest.json").is_file()):
+        generator = load_generator(folder, threads=threads)
+        scores = get_task("causal-lm").evaluate_predictor(generator, examples, max_new_tokens)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        size = sum(entry["bytes"] for name, entry in manifest["files"].items() if name != "tokenizer.json")
+        rows.append({"bundle": folder.name, **scores, "model_mb": round(size / 2**20, 1),
+                     "verification": {k: manifest["verification"][k] for k in ("teacher_forced", "greedy")}})
+        print(json.dumps({k: rows[-1][k] for k in ("bundle", "bleu", "rouge_l", "model_mb", "seconds")}))
+    return {"run": str(run), "threads": threads, "rows": rows}
+
+
+def export_base(run: Path, formats: list[str], verify: int) -> dict:
+    """Bundles of the untuned base model (no run folder: `export_decoder` on its HF folder), verified against
+    PyTorch on the recipe's first `verify` test prompts with their first reference; into RUN/bundles/."""
+    from edgeft.decoders import load_decoder_tokenizer, resolve_decoder
+    from edgeft.export.decoder import CONTEXT_LIMIT, export_decoder
+    from edgeft.tasks.causal_lm import build_prompt_format, generation_spec
+
+    recipe, examples = test_examples(verify)
+    source = resolve_decoder(recipe.model.name)
+    prompt_format = build_prompt_format(load_decoder_tokenizer(source), generation_spec(recipe))
+    rows = []
+    for item in formats:
+        format, precision = item.split("-")
+        started = time.perf_counter()
+        bundle = export_decoder(source, format, precision, run / "bundles" / item,
+                                examples=[(prompt, refs[0]) for prompt, refs in examples],
+                                prompt_format=prompt_format, context_length=CONTEXT_LIMIT, min_agreement=0.5)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        rows.append({"bundle": item, "seconds": round(time.perf_counter() - started, 1),
+                     "verification": manifest["verification"]})
+        print(json.dumps(rows[-1]))
+    return {"model": str(source), "rows": rows}
+
+
+def step_cost(steps: int, batch_size: int | None) -> dict:
+    """Wall and process CPU seconds per LoRA training step on real rows of the recipe (its batch size and
+    max_length, rows of similar length together as `group_by_length` batches them). CPU seconds per step do not
+    grow when other jobs share the cores; wall seconds do."""
+    import resource
+
+    import torch
+
+    from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
+    from edgeft.methods import apply_method
+    from edgeft.recipe import load_recipe
+    from edgeft.tasks import get_task
+    from edgeft.tasks.causal_lm import build_prompt_format, generation_spec
+    recipe = load_recipe(RECIPE)
+    task = get_task("causal-lm")
+    batch_size = batch_size or recipe.training.batch_size
+    splits = task.load_splits(recipe.data, recipe.training.seed)
+    source = resolve_decoder(recipe.model.name)
+    tokenizer = load_decoder_tokenizer(source)
+    prompt_format = build_prompt_format(tokenizer, generation_spec(recipe))
+    rows = task.tokenize(splits.train.select(range(batch_size * steps)), tokenizer, recipe.data.max_length,
+                         prompt_format)
+    model = apply_method(load_decoder(source), recipe.method)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    collator = task.collator(tokenizer)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    timings = []
+    for step in range(steps):
+        batch = collator([rows[i] for i in order[step * batch_size:(step + 1) * batch_size]])
+        cpu0, wall0 = _cpu_seconds(resource), time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        timings.append({"wall_s": time.perf_counter() - wall0, "cpu_s": _cpu_seconds(resource) - cpu0,
+                        "tokens": int(batch["attention_mask"].sum()), "padded": int(batch["input_ids"].numel())})
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[:3]
+    return {"batch_size": batch_size, "max_length": recipe.data.max_length, "torch_threads": torch.get_num_threads(),
+            "steps": timings, "loadavg_after": load,
+            "mean_wall_s": sum(t["wall_s"] for t in timings) / steps,
+            "mean_cpu_s": sum(t["cpu_s"] for t in timings) / steps}
+
+
+def _cpu_seconds(resource) -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
+    parser.add_argument("mode", choices=["base", "bundles", "step", "export-base"])
+    parser.add_argument("run", nargs="?", type=Path)
+    parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--formats", default="onnx-fp32,onnx-int4", help="export-base: FORMAT-PRECISION,...")
+    parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
+    parser.add_argument("--batch-size", type=int, default=None, help="step: rows per step (default: the recipe's)")
+    args = parser.parse_args(argv)
+    if args.mode == "step":
+        result = step_cost(args.steps, args.batch_size)
+    elif args.mode == "export-base":
+        result = export_base(args.run, args.formats.split(","), args.prompts or 16)
+    elif args.mode == "base":
+        result = base(args.prompts)
+    else:
+        result = bundles(args.run, args.prompts, args.threads)
+    result = {"command": "python -m benchmarks.e2e_smollm2 " + " ".join(argv), "prompts": args.prompts, **result}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"e2e_smollm2_{args.mode}{'_' + args.run.name if args.run else ''}.json"
+    out.write_text(json.dumps(result, indent=2))
+    shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after")
+    print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,311 @@
+"""Causal language modelling: a decoder LM learns to continue a prompt with a completion, scored by generating.
+
+Rows are (prompt, completion) columns (`data.text_column`, `data.label_column`); a prompt may repeat once per
+reference completion (E2E NLG). The prompt goes through `generation.prompt_template` (and the model's chat template
+when asked), the loss covers the completion tokens and the eos token only, and quality is corpus BLEU and ROUGE-L of
+greedy generations against every reference of each distinct prompt, plus perplexity on the completions. The whole
+LM is tuned (LoRA, DoRA or every weight) through the same Trainer + peft path as the classifiers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.decoders import GENERATION_FILE
+from edgeft.errors import EdgeftError
+from edgeft.runtime.generate import PROMPT
+from edgeft.runtime.tasks import causal_lm as device
+
+METHODS = ("lora", "dora", "full")
+IGNORE = -100  # label id the loss skips (prompt tokens, padding)
+MERGE_TOLERANCE = 1e-3
+MERGE_CHECK_ROWS = 16
+GENERATION_BATCH = 16
+
+
+class CausalLM:
+    name = "causal-lm"
+    metric = "bleu"
+    checkpoint_metric = "loss"  # the Trainer keeps the checkpoint with the lowest validation loss
+    passes = ("quantize",)
+    output_axes = ("batch", "sequence", "vocab")
+    runtime = device.TASK
+
+    def load_splits(self, spec, seed: int):
+        """Prompt/completion rows; validation held out by prompt, so no prompt is in both train and validation."""
+        from edgeft.data import Splits, _read
+
+        problems: list[str] = []
+        raw = {"train": _read(spec.train, "train", spec, problems)}
+        if isinstance(spec.validation, str):
+            raw["validation"] = _read(spec.validation, "validation", spec, problems)
+        if spec.test:
+            raw["test"] = _read(spec.test, "test", spec, problems)
+        if problems:
+            raise EdgeftError(problems)
+        raw = {name: split.rename_columns({"text": "prompt", "label": "completion"}) for name, split in raw.items()}
+        if "validation" not in raw:
+            prompts = sorted(set(raw["train"]["prompt"]))
+            held = set(np.random.default_rng(seed).permutation(prompts)[: max(1, round(spec.validation * len(prompts)))])
+            if len(held) == len(prompts):
+                raise EdgeftError(f"data.validation: {len(prompts)} distinct prompt(s) cannot be split")
+            raw["validation"] = raw["train"].filter(lambda row: row["prompt"] in held)
+            raw["train"] = raw["train"].filter(lambda row: row["prompt"] not in held)
+        return Splits(raw["train"], raw["validation"], raw.get("test"), [])
+
+    def tokenize(self, split, tokenizer, max_length: int, prompt_format: str):
+        """`input_ids` = prompt + completion + eos (cut at max_length), `labels` = the same with prompt tokens ignored."""
+
+        def encode(batch):
+            rows = {"input_ids": [], "attention_mask": [], "labels": []}
+            for prompt, completion in zip(batch["prompt"], batch["completion"]):
+                prompt_ids = tokenizer(prompt_format.replace(PROMPT, prompt), add_special_tokens=False)["input_ids"]
+                target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                ids = (prompt_ids + target)[:max_length]
+                rows["input_ids"].append(ids)
+                rows["attention_mask"].append([1] * len(ids))
+                rows["labels"].append(([IGNORE] * len(prompt_ids) + target)[:max_length])
+            return rows
+
+        return split.map(encode, batched=True, remove_columns=split.column_names)
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorForSeq2Seq
+
+        # Pads input_ids with the pad token and labels with IGNORE (works for decoder-only rows too).
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
+
+    def compute_metrics(self, labels: list[str]):
+        return None  # validation loss only; BLEU needs generation, done once after training
+
+    def examples(self, split, labels: list[str] | None = None) -> list[tuple[str, list[str]]]:
+        """Distinct prompts in first-seen order, each with all its reference completions."""
+        grouped: dict[str, list[str]] = {}
+        for prompt, completion in zip(split["prompt"], split["completion"]):
+            grouped.setdefault(prompt, []).append(completion)
+        return list(grouped.items())
+
+    def example_text(self, example) -> str:
+        return example[0]
+
+    def evaluate_predictor(self, generator, examples: list[tuple[str, list[str]]], max_new_tokens: int = 64) -> dict:
+        """BLEU and ROUGE-L of a loaded bundle's greedy generations (`edgeft.runtime`, no torch)."""
+        from edgeft.metrics import generation_metrics
+
+        started = time.perf_counter()
+        outputs = [generator.generate(prompt, max_new_tokens=max_new_tokens) for prompt, _ in examples]
+        scores = generation_metrics(outputs, [refs for _, refs in examples])
+        return {**scores, "seconds": round(time.perf_counter() - started, 1)}
+
+    def card_table(self, metrics: dict) -> list[str]:
+        lines = ["| split | BLEU | ROUGE-L | perplexity | prompts |", "| --- | --- | --- | --- | --- |"] + [
+            f"| {split} | {metrics[split]['bleu']:.2f} | {metrics[split]['rouge_l']:.2f} | "
+            f"{metrics[split]['perplexity']:.3f} | {metrics[split]['n']} |"
+            for split in ("validation", "test") if split in metrics
+        ]
+        samples = metrics.get("samples", [])
+        if samples:
+            lines += ["", "Sample generations (greedy, test prompts):", ""]
+            lines += [f"- `{s['prompt']}` → {s['generated']}" for s in samples]
+        return lines
+
+    def summarize(self, recipe) -> dict:
+        """Rows, distinct prompts and token-length percentiles of the formatted training sequences (`--dry-run`):
+        what `data.max_length` should cover."""
+        from edgeft.decoders import load_decoder_tokenizer, resolve_decoder
+
+        splits = self.load_splits(recipe.data, recipe.training.seed)
+        tokenizer = load_decoder_tokenizer(resolve_decoder(recipe.model.name))
+        prompt_format = build_prompt_format(tokenizer, generation_spec(recipe))
+        summary = {"prompt_format": prompt_format, "splits": {}}
+        for name, split in splits.items():
+            tokenized = self.tokenize(split, tokenizer, 1 << 30, prompt_format)
+            lengths = np.array([len(ids) for ids in tokenized["input_ids"]])
+            completion = np.array([sum(t != IGNORE for t in labels) for labels in tokenized["labels"]])
+            summary["splits"][name] = {
+                "rows": len(split),
+                "prompts": len(set(split["prompt"])),
+                "tokens_p50": int(np.percentile(lengths, 50)),
+                "tokens_p90": int(np.percentile(lengths, 90)),
+                "tokens_p99": int(np.percentile(lengths, 99)),
+                "tokens_max": int(lengths.max()),
+                "completion_tokens_p99": int(np.percentile(completion, 99)),
+                "truncated_fraction": round(float((lengths > recipe.data.max_length).mean()), 4),
+            }
+        return summary
+
+    def tune(self, recipe, folder: Path, resume: bool):
+        """Train, pick the lowest-validation-loss checkpoint, merge, check the merge, score by generating.
+
+        Returns:
+            (metrics, the Trainer's log history, the model source), or (None, None, None) on ranks other than 0.
+        """
+        from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
+        from edgeft.methods import apply_method
+        from edgeft.models import count_parameters
+        from edgeft.training import build_trainer, last_checkpoint
+
+        if recipe.method.kind not in METHODS:
+            raise EdgeftError(f"method.kind: a causal LM tunes with {', '.join(METHODS)} (got {recipe.method.kind!r})")
+        splits = self.load_splits(recipe.data, recipe.training.seed)
+        source = resolve_decoder(recipe.model.name)
+        tokenizer = load_decoder_tokenizer(source)
+        spec = generation_spec(recipe)
+        prompt_format = build_prompt_format(tokenizer, spec)
+        model = apply_method(load_decoder(source, len(tokenizer), recipe.training.seed), recipe.method)
+        params = count_parameters(model)
+        max_length = recipe.data.max_length
+        tokenized = {name: self.tokenize(split, tokenizer, max_length, prompt_format) for name, split in splits.items()}
+        trainer = build_trainer(model, recipe.training, tokenizer, tokenized, folder, trainer_class=_trainer_class(), task=self)
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=last_checkpoint(folder) if resume else None)
+        seconds = time.perf_counter() - started
+        if not trainer.is_world_process_zero():
+            return None, None, None
+
+        model.eval()
+        check_rows = tokenized["validation"].select(range(min(MERGE_CHECK_ROWS, len(tokenized["validation"]))))
+        tuned_logits = _logits(model, check_rows, self.collator(tokenizer))
+        if recipe.method.kind != "full":
+            model.save_pretrained(folder / "adapter")
+            tokenizer.save_pretrained(folder / "adapter")
+            model = model.merge_and_unload()
+        merged_dir = save_merged(model, tokenizer, folder / "merged", prompt_format, spec, max_length)
+        merged = load_decoder(merged_dir)
+        diff = float(np.abs(tuned_logits - _logits(merged, check_rows, self.collator(tokenizer))).max())
+        if diff > MERGE_TOLERANCE:
+            raise EdgeftError(f"merge check failed: merged logits differ by {diff:.2e} (> {MERGE_TOLERANCE})", 1)
+
+        metrics = {"task": self.name, "labels": [], "params": params, "method": recipe.method.kind}
+        for name in ("validation", "test"):
+            if name in tokenized:
+                metrics[name], samples = self.score(merged, tokenizer, getattr(splits, name), tokenized[name],
+                                                    prompt_format, spec)
+        metrics.update(
+            samples=samples[: spec.samples],  # from the test split when there is one
+            train={"seconds": round(seconds, 1), "steps": result.global_step,
+                   "samples_per_second": result.metrics.get("train_samples_per_second"),
+                   "epochs": trainer.state.epoch,
+                   "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+                   "device": str(trainer.args.device), "max_length": max_length},
+            merge={"supported": True, "max_abs_diff": diff, "rows": len(check_rows), "tolerance": MERGE_TOLERANCE},
+            prompt_format=prompt_format,
+        )
+        return metrics, trainer.state.log_history, source
+
+    def score(self, model, tokenizer, split, tokenized, prompt_format: str, spec) -> tuple[dict, list[dict]]:
+        """BLEU / ROUGE-L of greedy generations for the split's distinct prompts, completion perplexity, and the
+        generations themselves (prompt, generated, first reference)."""
+        from edgeft.metrics import generation_metrics
+
+        examples = self.examples(split)[: spec.eval_prompts]
+        started = time.perf_counter()
+        outputs = generate_torch(model, tokenizer, [p for p, _ in examples], prompt_format, spec.max_new_tokens)
+        scores = generation_metrics(outputs, [refs for _, refs in examples])
+        scores["generation_seconds"] = round(time.perf_counter() - started, 1)
+        scores["perplexity"] = perplexity(model, tokenized, self.collator(tokenizer))
+        scores["max_new_tokens"] = spec.max_new_tokens
+        generations = [{"prompt": p, "generated": g, "reference": refs[0]} for (p, refs), g in zip(examples, outputs)]
+        return scores, generations
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class CausalLMTrainer(Trainer):
+        """The stock Trainer: peft checkpoints are saved as adapters, so the best one reloads at the end."""
+
+        def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
+            super().__init__(*args, **kwargs)  # no new head: one learning rate
+
+    return CausalLMTrainer
+
+
+def generation_spec(recipe):
+    """The recipe's `generation` section, or its defaults."""
+    from edgeft.recipe import GenerationSpec
+
+    return recipe.generation or GenerationSpec()
+
+
+def build_prompt_format(tokenizer, spec) -> str:
+    """The model's input text around a prompt, `{prompt}` marking it: the recipe's template, optionally rendered
+    once into the chat template as the user turn (so the device needs no template engine)."""
+    if not spec.chat_template:
+        return spec.prompt_template
+    if not getattr(tokenizer, "chat_template", None):
+        raise EdgeftError("generation.chat_template: this model's tokenizer has no chat template")
+    marker = "\x00PROMPT\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": spec.prompt_template.replace(PROMPT, marker)}],
+                                         tokenize=False, add_generation_prompt=True)
+    return text.replace(marker, PROMPT)
+
+
+def save_merged(model, tokenizer, folder: Path, prompt_format: str, spec, max_length: int) -> Path:
+    """A plain HF folder (safetensors, tokenizer) plus `generation.json`: how prompts are formatted and scored."""
+    import json
+
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / "tokenizer.model").unlink(missing_ok=True)  # a GGUF-built tokenizer copies the whole GGUF here
+    settings = {"task": "causal-lm", "prompt_format": prompt_format, "max_new_tokens": spec.max_new_tokens,
+                "max_length": max_length}
+    (folder / GENERATION_FILE).write_text(json.dumps(settings, indent=2))
+    return folder
+
+
+def generate_torch(model, tokenizer, prompts: list[str], prompt_format: str, max_new_tokens: int,
+                   batch_size: int = GENERATION_BATCH) -> list[str]:
+    """Greedy generations in PyTorch, batched with left padding (the attention mask hides the padding)."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    texts = [prompt_format.replace(PROMPT, prompt) for prompt in prompts]
+    outputs = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+                                  add_special_tokens=False)
+                out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                                     pad_token_id=tokenizer.pad_token_id)
+                outputs += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return [text.strip() for text in outputs]
+
+
+def perplexity(model, tokenized, collator, batch_size: int = 16) -> float:
+    """exp of the mean negative log-likelihood per completion token (token-weighted, not batch-weighted)."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(tokenized), batch_size):
+            batch = collator([tokenized[i] for i in range(start, min(start + batch_size, len(tokenized)))])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            targets = batch["labels"][:, 1:]
+            losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=IGNORE,
+                                                       reduction="sum")
+            total += float(losses)
+            count += int((targets != IGNORE).sum())
+    return round(math.exp(total / max(count, 1)), 4)
+
+
+def _logits(model, rows, collator) -> np.ndarray:
+    """Logits of the real (unpadded) positions of a few tokenized rows, flattened: the merge-drift reference."""
+    import torch
+
+    batch = collator([rows[i] for i in range(len(rows))])
+    with torch.inference_mode():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return logits[batch["attention_mask"].bool()].float().numpy()
+
+
+TASK = CausalLM()

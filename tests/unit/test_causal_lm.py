@@ -1,0 +1,178 @@
+"""The causal-lm task: prompt/completion data, completion-only loss, tune -> merge -> scored run on a tiny Llama."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from click.testing import CliRunner
+
+from edgeft.cli import main
+from tests.conftest import write_recipe
+
+pytest.importorskip("peft")
+
+from edgeft.decoders import TINY_LLAMA, load_decoder_tokenizer  # noqa: E402
+from edgeft.recipe import validate_recipe  # noqa: E402
+from edgeft.tasks import get_task  # noqa: E402
+from edgeft.tasks.causal_lm import IGNORE, build_prompt_format  # noqa: E402
+
+NAMES = ["The Eagle", "The Mill", "Alimentum", "Aromi", "Cotto", "Zizzi", "Strada", "Wildwood"]
+FOODS = ["French", "Italian", "Chinese", "English"]
+
+
+def write_tiny_e2e(path: Path, names: list[str], seed: int = 0) -> Path:
+    """An E2E-shaped CSV (`mr,ref`), two references per meaning representation."""
+    rng = random.Random(seed)
+    rows = []
+    for name in names:
+        food = rng.choice(FOODS)
+        mr = f"name[{name}], food[{food}]"
+        rows += [(mr, f"{name} serves {food} food."), (mr, f"{name} is a {food} place.")]
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["mr", "ref"])
+        writer.writerows(rows)
+    return path
+
+
+def tiny_causal_recipe(folder: Path) -> dict:
+    return {
+        "name": "tiny-lm",
+        "model": {"name": TINY_LLAMA, "task": "causal-lm"},
+        "data": {"train": str(write_tiny_e2e(folder / "train.csv", NAMES * 3)),
+                 "test": str(write_tiny_e2e(folder / "test.csv", NAMES[:4], seed=1)),
+                 "validation": 0.25, "text_column": "mr", "label_column": "ref", "max_length": 48},
+        "method": {"kind": "lora", "r": 8, "alpha": 16},
+        "training": {"epochs": 6, "batch_size": 8, "learning_rate": 2e-2, "warmup_ratio": 0.0},
+        "generation": {"prompt_template": "MR: {prompt}\nText:", "max_new_tokens": 12, "samples": 2},
+        "output": str(folder / "run"),
+    }
+
+
+@pytest.fixture
+def causal_recipe(tmp_path) -> dict:
+    return tiny_causal_recipe(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory) -> Path:
+    """One LoRA run on the tiny Llama, tuned through the CLI as a user would."""
+    folder = tmp_path_factory.mktemp("causal")
+    path = write_recipe(tiny_causal_recipe(folder), folder / "recipe.yaml")
+    result = CliRunner().invoke(main, ["tune", str(path)])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_loss_covers_only_the_completion_and_eos(causal_recipe):
+    # setup
+    recipe = validate_recipe(causal_recipe)
+    task = get_task("causal-lm")
+    tokenizer = load_decoder_tokenizer(TINY_LLAMA)
+    splits = task.load_splits(recipe.data, 0)
+    prompt_format = build_prompt_format(tokenizer, recipe.generation)
+    # execute
+    row = task.tokenize(splits.train.select([0]), tokenizer, 48, prompt_format)[0]
+    # assert: the prompt's tokens are ignored; the rest is exactly the completion followed by eos
+    prompt_ids = tokenizer(prompt_format.replace("{prompt}", splits.train[0]["prompt"]), add_special_tokens=False)
+    n_prompt = len(prompt_ids["input_ids"])
+    assert row["labels"][:n_prompt] == [IGNORE] * n_prompt
+    completion = tokenizer.decode(row["labels"][n_prompt:-1])
+    assert completion == splits.train[0]["completion"]
+    assert row["labels"][-1] == tokenizer.eos_token_id
+    assert row["input_ids"][n_prompt:] == row["labels"][n_prompt:]
+
+
+def test_validation_is_held_out_by_prompt(causal_recipe):
+    splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    assert set(splits.train["prompt"]).isdisjoint(splits.validation["prompt"])
+    assert len(splits.validation) > 0
+
+
+def test_chat_template_is_rendered_once_around_the_prompt(causal_recipe):
+    causal_recipe["generation"] = {"prompt_template": "Describe: {prompt}", "chat_template": True}
+    tokenizer = load_decoder_tokenizer(TINY_LLAMA)
+    prompt_format = build_prompt_format(tokenizer, validate_recipe(causal_recipe).generation)
+    assert prompt_format == "<|im_start|>user\nDescribe: {prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_other_methods_are_refused_with_the_allowed_ones(causal_recipe, tmp_path):
+    from edgeft.errors import EdgeftError
+    from edgeft.tune import tune
+
+    causal_recipe["method"] = {"kind": "prefix"}
+    with pytest.raises(EdgeftError, match="lora, dora, full"):
+        tune(validate_recipe(causal_recipe))
+
+
+def test_lora_run_is_merged_checked_and_scored_by_generating(lora_run):
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert metrics["task"] == "causal-lm"
+    assert metrics["merge"]["max_abs_diff"] < 1e-3
+    assert (lora_run / "merged" / "config.json").is_file() and (lora_run / "merged" / "generation.json").is_file()
+    assert (lora_run / "adapter" / "adapter_config.json").is_file()
+    # A random 400-token model starts near perplexity 400; six epochs on templated text must cut that hard.
+    assert metrics["test"]["perplexity"] < 40
+    assert 0 <= metrics["test"]["bleu"] <= 100 and metrics["test"]["n"] == 4
+    assert len(metrics["samples"]) == 2
+    losses = [record["loss"] for record in map(json.loads, (lora_run / "train_log.jsonl").read_text().splitlines())
+              if "loss" in record]
+    assert losses[-1] < losses[0]
+    assert "BLEU" in (lora_run / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["dora", "full"])
+def test_dora_and_full_tune_through_the_same_path(causal_recipe, kind):
+    from edgeft.tune import tune
+
+    causal_recipe["method"]["kind"] = kind
+    causal_recipe["training"].update(epochs=1, learning_rate=2e-3 if kind == "full" else 2e-2)
+    run = tune(validate_recipe(causal_recipe))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["method"] == kind
+    assert metrics["merge"]["max_abs_diff"] < 1e-3
+    assert (run / "adapter").is_dir() == (kind == "dora")
+    trainable, total = metrics["params"]["trainable"], metrics["params"]["total"]
+    assert (trainable == total) == (kind == "full")
+
+
+def test_export_then_generate_equals_pytorch_greedy(lora_run):
+    # setup: the merged model's own greedy continuation, decoded
+    from edgeft.decoders import load_decoder
+    from edgeft.tasks.causal_lm import generate_torch
+
+    merged = lora_run / "merged"
+    prompt_format = json.loads((merged / "generation.json").read_text())["prompt_format"]
+    expected = generate_torch(load_decoder(merged), load_decoder_tokenizer(merged), ["name[Aromi], food[French]"],
+                              prompt_format, 12)[0]
+    assert len(expected.split()) >= 2  # a real continuation, so equality says something
+    # execute: export through the CLI, generate through the CLI (light runtime)
+    exported = CliRunner().invoke(main, ["export", str(lora_run), "--format", "onnx", "--samples", "8"])
+    assert exported.exit_code == 0, exported.output
+    generated = CliRunner().invoke(main, ["generate", str(lora_run / "bundles" / "onnx-fp32"),
+                                          "name[Aromi], food[French]", "--max-new-tokens", "12"])
+    # assert
+    assert generated.exit_code == 0, generated.output
+    assert generated.output.strip() == expected
+    manifest = json.loads((lora_run / "bundles" / "onnx-fp32" / "manifest.json").read_text())
+    assert manifest["verification"]["greedy"]["identical"] == manifest["verification"]["greedy"]["prompts"]
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context(lora_run):
+    bundle = lora_run / "bundles" / "onnx-fp32"
+    if not bundle.is_dir():
+        CliRunner().invoke(main, ["export", str(lora_run), "--format", "onnx", "--samples", "4"])
+    result = CliRunner().invoke(main, ["generate", str(bundle), "word " * 300])
+    assert result.exit_code == 2
+    assert "context holds 256 tokens" in result.output and "Traceback" not in result.output
+
+
+def test_compress_says_what_to_do_for_a_causal_lm(lora_run):
+    result = CliRunner().invoke(main, ["compress", str(lora_run), "--target", "host"])
+    assert result.exit_code == 2
+    assert "causal LM" in result.output and "edgeft export" in result.output
