@@ -11,7 +11,7 @@ Usage (from the repo root; --lock holds a file lock during the final measurement
    `best` bundle, ONNX Runtime dynamic int8 of the unpruned tuned model, and PyTorch fp32 eager of the tuned model.
 3. Checks the goals: test accuracy within 1 point of the tuned model, >= 2x faster (p50) than ORT int8 of the
    unpruned model, >= 8x faster than PyTorch fp32 eager, <= 15% of the fp32 size.
-Writes `benchmarks/results/compress_banking77_<label>.json` (command, seconds, trials, front, raw round p50s, goals).
+Writes `benchmarks/results/compress_<run>_<label>.json`, <run> the run folder's name up to its first `-` (command, seconds, trials, front, raw round p50s, goals).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100, help="timed runs per subject per round")
     parser.add_argument("--measure-only", action="store_true", help="skip the search; measure its result again")
     parser.add_argument("--lock", type=Path, help="hold this file lock while measuring (not while searching)")
+    parser.add_argument("--command", help="with --measure-only: the command the search ran, for the record")
     parser.add_argument("extra", nargs="*", help="more `edgeft compress` flags, after --")
     args = parser.parse_args()
     label = args.label or args.target
@@ -58,9 +59,9 @@ def main() -> int:
     with _held(args.lock):
         result = measure(args.run, data, args.rounds, args.runs)
     RESULTS.mkdir(exist_ok=True)
-    output = RESULTS / f"compress_banking77_{label}.json"
+    output = RESULTS / f"compress_{args.run.name.split('-')[0]}_{label}.json"
     previous = json.loads(output.read_text()) if output.exists() and args.measure_only else {}
-    record = {"command": shown if not args.measure_only else previous.get("command", shown),
+    record = {"command": shown if not args.measure_only else args.command or previous.get("command", shown),
               "seconds": seconds if seconds is not None else previous.get("seconds"),
               "search": _search_summary(data), **result}
     output.write_text(json.dumps(record, indent=2))

@@ -20,6 +20,7 @@ Every peer here installs beside edgeft's pins (optimum-intel 1.27 resolves with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -55,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edgeft", action="append", default=[], metavar="NAME=BUNDLE", help="an edgeft row")
     parser.add_argument("--compress", type=Path, help="an `edgeft compress` output: its best and Pareto rows")
     parser.add_argument("--name", default="banking77", help="results file: deploy_vs_peers_<name>.json")
-    parser.add_argument("--work", type=Path, help="where peer artifacts are built (default runs/deploy_vs_peers)")
+    parser.add_argument("--work", type=Path, help="where peer artifacts are built (default RUN/deploy_vs_peers)")
+    parser.add_argument("--lock", type=Path, help="hold this file's lock (flock) while timing, not while building")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--eval-rows", type=int, help="test rows to score (default: all)")
+    parser.add_argument("--score-threads", type=int, default=1,
+                        help="threads while scoring accuracy (predictions do not depend on it; on a shared machine "
+                             "2-thread PyTorch calls stall on descheduled workers)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 short rounds: a smoke test")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work = args.work or REPO / "runs" / "deploy_vs_peers_quick"
         args.run, args.edgeft = quick_setup(args.work)
         args.rounds, args.seconds, args.name = min(args.rounds, 2), min(args.seconds, 0.1), "quick"
-    work = args.work or REPO / "runs" / "deploy_vs_peers"
+    work = args.work or args.run / "deploy_vs_peers"
     edgeft_rows = edgeft_bundles(args.edgeft, args.compress)
     if not edgeft_rows:
         parser.error("no edgeft rows: pass --edgeft NAME=BUNDLE or --compress DIR")
@@ -76,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.run / "merged"
     rows, notes = build_peers(model_dir, work / "peers", args.threads, calibration)
     rows += [_row(f"edgeft:{name}", str(bundle), None) for name, bundle in edgeft_rows]
-    quality = {row["name"]: score(row, examples, labels, args.threads, work) for row in rows}
+    quality = {row["name"]: score(row, examples, labels, args.score_threads, work) for row in rows}
     reference = json.loads((Path(edgeft_rows[0][1]) / "manifest.json").read_text())
     texts = reference["reference_sample"]["texts"]
     timings = {}
-    for batch in [int(value) for value in args.batches.split(",")]:
-        timings[batch] = time_rows(rows, batch, texts, args)
+    with _locked(args.lock):
+        for batch in [int(value) for value in args.batches.split(",")]:
+            timings[batch] = time_rows(rows, batch, texts, args)
     result = assemble(rows, quality, timings, notes, args, time.perf_counter() - started)
     output = RESULTS / f"deploy_vs_peers_{args.name}.json" if not args.quick else work / "deploy_vs_peers.json"
     _write_json(result, output)
@@ -95,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quick_setup(work: Path) -> tuple[Path, list[str]]:
-    """A tiny-bert tuned on the quickstart data, and its edgeft ONNX and TFLite int8 bundles."""
+    """A tiny-bert tuned on the quickstart data, and its edgeft ONNX int8 bundle (TFLite export has its own tests;
+    the LiteRT peer still runs)."""
     from edgeft.export import export
 
     run = work / "run"
@@ -104,7 +111,7 @@ def quick_setup(work: Path) -> tuple[Path, list[str]]:
                         "--set", "model.name=tiny-bert", "--set", "training.epochs=2", "--output", str(run),
                         "--overwrite"], check=True, cwd=REPO)
     bundles = []
-    for format in ("onnx", "tflite"):
+    for format in ("onnx",):
         bundle = run / "bundles" / f"{format}-int8"
         if not (bundle / "manifest.json").is_file():
             export(run, format, "int8", bundle, min_agreement=0.0, progress=False)
@@ -213,8 +220,16 @@ def _env() -> dict:
 
 def score(row: dict, examples: list[tuple[str, str]], labels: list[str], threads: int, work: Path) -> dict:
     """Accuracy and macro-F1 of one row in its own runtime (a fresh process), one text per call."""
+    import hashlib
+
     from edgeft.metrics import classification_metrics
 
+    # Scores are kept per row, keyed by the row, its files' times and the texts: a rerun for timing reuses them.
+    files = sorted((path.name, path.stat().st_mtime_ns) for path in Path(row["target"]).iterdir() if path.is_file())
+    key = hashlib.sha256(json.dumps([row, files, examples]).encode()).hexdigest()
+    cache = work / "scores" / f"{re.sub(r'[^A-Za-z0-9]+', '-', row['name'])}.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())["scores"]
     print(f"scoring {row['name']} on {len(examples)} test texts ...", flush=True)
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         texts_file = Path(scratch) / "texts.json"
@@ -229,7 +244,10 @@ def score(row: dict, examples: list[tuple[str, str]], labels: list[str], threads
     index = {label: i for i, label in enumerate(labels)}
     metrics = classification_metrics([index[label] for _, label in examples],
                                      [index.get(label, -1) for label in predicted], labels)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "eval_rows": metrics["rows"]}
+    scores = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "eval_rows": metrics["rows"]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "scores": scores}))
+    return scores
 
 
 def time_rows(rows: list[dict], batch: int, texts: list[str], args) -> dict:
@@ -337,11 +355,29 @@ def update_readme(table: str, bar: str, command: str) -> None:
     README.write_text(text)
 
 
+@contextlib.contextmanager
+def _locked(path: Path | None):
+    """An exclusive flock on `path` (shared with `flock FILE command`), so recorded timings never overlap."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        print(f"waiting for {path} ...", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _write_json(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(result, stream, indent=1)
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600
     os.replace(temporary, path)
 
 

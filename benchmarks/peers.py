@@ -60,6 +60,7 @@ class _Peer:
         self.labels = self.head.labels
         self.tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.head.max_length)
+        self.tokenizer.no_padding()  # a saved tokenizer.json may pad to a fixed length; encode pads itself
         self.manifest = {"format": type(self).__name__, "precision": precision}
         self.runtime_versions = versions
         self.model_bytes = sum(path.stat().st_size for path in model_files)

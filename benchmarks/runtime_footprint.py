@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, help="where to build the runtime venv (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgeft-footprint-") as scratch:
-        venv = args.venv or Path(scratch) / "venv"
-        started = time.perf_counter()
+        venv = (args.venv or Path(scratch) / "venv").resolve()
+        started, install_seconds = time.perf_counter(), None  # None: an existing --venv was reused
         if not (venv / "bin" / "python").is_file():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                             "-c", str(REPO / "constraints.txt"), f"{REPO}[onnx]"], check=True)
-        install_seconds = time.perf_counter() - started
+            install_seconds = time.perf_counter() - started
         device_python = str(venv / "bin" / "python")
         clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         toolchain_env = {**os.environ, "PYTHONPATH": str(REPO)}

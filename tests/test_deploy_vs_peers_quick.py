@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"pytorch-fp32", "pytorch-dynamic-int8", "optimum-ort-dynamic-int8", "optimum-intel-openvino-int8",
-        "litert-dynamic-int8", "edgeft:onnx-int8", "edgeft:tflite-int8"}
+        "litert-dynamic-int8", "edgeft:onnx-int8"}
 
 
 @pytest.mark.slow

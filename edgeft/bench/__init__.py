@@ -100,7 +100,7 @@ def measured_report(result: dict, row: dict, remote: Remote | None = None) -> di
         "runs": row["calls"], "rounds": len(row["rounds"]), "ratio_vs": row.get("ratio_vs", {}),
         "source": f"measured:{where} ({result['machine']['cpu']})",
         "machine": result["machine"], "protocol": result["protocol"], "inputs": result["inputs"],
-        "aa": result.get("aa"), "samples": row["rounds"],
+        "aa": result.get("aa"), "samples": row["rounds"], "samples_ms": pooled,
     }
     return report
 

@@ -42,7 +42,7 @@ def table(reports: list[dict]) -> Table:
                      *[_ratio(next(iter(r.get("ratio_vs", {}).values()), None)) for r in reports])
     grid.add_row("input", *[f"batch {r['batch']} x seq {r['seq_len']}, {r['threads']} threads" for r in reports])
     grid.add_row("token lengths", *[_lengths(r) for r in reports])
-    grid.add_row("padded to", *[", ".join(map(str, r.get("padded_lengths") or [])) or "—" for r in reports])
+    grid.add_row("ran at length", *[_padded(r.get("padded_lengths") or []) for r in reports])
     grid.add_row("sample", *[_sample(r) for r in reports])
     grid.add_row("bundle", *[f"{r.get('format')} {r.get('precision')}" for r in reports])
     grid.add_row("source", *[r["source"] for r in reports])
@@ -71,6 +71,13 @@ def _lengths(report: dict) -> str:
         return "—"
     return (f"{lengths['n']} texts: median {lengths['median']:.0f}, p90 {lengths['p90']:.0f}, "
             f"{lengths['min']:.0f}-{lengths['max']:.0f}")
+
+
+def _padded(lengths: list[int]) -> str:
+    """The lengths the backend ran: a few fixed buckets (TFLite), or a range (padded to each batch's longest)."""
+    if len(lengths) > 4:
+        return f"{lengths[0]}-{lengths[-1]} (each batch's longest)"
+    return ", ".join(map(str, lengths)) or "—"
 
 
 def _sample(report: dict) -> str:

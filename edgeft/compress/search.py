@@ -33,6 +33,7 @@ from edgeft.compress import engine, scoring
 from edgeft.compress.candidate import Candidate, Latency
 from edgeft.compress.config import CompressConfig
 from edgeft.compress.passes import LAST, PASSES, PassContext
+from edgeft.errors import EdgeftError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # Why a trial stopped before its costly pass (the `stopped` attribute); the first two may be promoted later.
@@ -307,6 +308,13 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
     process's Search (its data and profile) for the selection."""
     search = Search(setup)
     study = open_study(setup)
+    # What the trials depend on; stopping rules, workers and the selection's budgets may change on --resume.
+    space = setup.config.model_dump(mode="json", exclude={"search": {"trials", "time_budget", "workers", "storage"},
+                                                          "budget_ms": True, "memory_mb": True, "bench": True})
+    if study.user_attrs.get("space", space) != space:
+        raise EdgeftError(f"{setup.storage}: study {setup.study_name} was made with other compress settings; run "
+                          "without --resume to start over, or give another --storage")
+    study.set_user_attr("space", space)
     if resume:
         stale_to_failed(study)
     if "reference" not in study.user_attrs:

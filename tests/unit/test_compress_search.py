@@ -79,6 +79,9 @@ def test_search_resumes_after_a_kill(run):
     assert "Chosen on validation" in report and (output / "pareto.png").is_file()
     assert "train ━" in (output / "search.log").read_text()  # the distillations' progress went to the log
     assert "train ━" not in result.output
+    # resuming with another search space is refused: its trials would mix with these
+    result = CliRunner().invoke(main, ["compress", str(run), "--resume", *FAST, "--set", "prune.heads=[0.5]"])
+    assert result.exit_code == 2 and "other compress settings" in result.output
 
 
 def test_two_workers_share_one_journal(run):
