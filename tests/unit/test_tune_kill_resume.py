@@ -40,15 +40,16 @@ def test_sigkill_at_5_random_points_then_resume_matches_an_uninterrupted_run(tin
     assert _tune(write_recipe(reference, tmp_path / "reference.yaml")).wait(timeout=600) == 0
     recipe_file = write_recipe(interrupted, tmp_path / "interrupted.yaml")
 
-    # execute: kill at random moments after the newest checkpoint appeared, resume each time
+    # execute: kill at random moments after randomly chosen checkpoints (steps fixed in advance, so a fast machine
+    # cannot finish the run between two kills), resume each time
+    targets = sorted(rng.sample(range(4, 48, 4), KILLS))
     kills, flags, final = 0, [], None
-    while kills < KILLS:
+    for target in targets:
         process = _tune(recipe_file, *flags)
-        newest = _newest_step(partial)
         deadline = time.monotonic() + 600
-        while process.poll() is None and time.monotonic() < deadline and _newest_step(partial) <= newest:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
+        while process.poll() is None and time.monotonic() < deadline and _newest_step(partial) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.02))
         if process.poll() is not None:
             final = process  # finished before this kill
             break
