@@ -7,11 +7,12 @@ Usage (from the repo root; --lock holds a file lock during the final measurement
 
 1. Runs the real CLI, `edgeft compress RUN --target host --output RUN/compress/<label> [extra flags]` (timed), unless
    --measure-only.
-2. Measures, interleaved in rounds on the same real test texts at batch 1, each in a fresh process: the search's
-   `best` bundle, ONNX Runtime dynamic int8 of the unpruned tuned model, and PyTorch fp32 eager of the tuned model.
+2. Measures under the bench protocol (`edgeft.bench.compare`: interleaved rounds, a fresh process per row, the same
+   real test texts at batch 1, an A/A row, bootstrap intervals): the search's `best` bundle, ONNX Runtime dynamic
+   int8 of the unpruned tuned model, and PyTorch fp32 eager of the tuned model.
 3. Checks the goals: test accuracy within 1 point of the tuned model, >= 2x faster (p50) than ORT int8 of the
    unpruned model, >= 8x faster than PyTorch fp32 eager, <= 15% of the fp32 size.
-Writes `benchmarks/results/compress_<run>_<label>.json`, <run> the run folder's name up to its first `-` (command, seconds, trials, front, raw round p50s, goals).
+Writes `benchmarks/results/compress_<run>_<label>.json`, <run> the run folder's name up to its first `-` (command, seconds, trials, front, raw latencies, goals with intervals).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import multiprocessing
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ORT_INT8, EAGER = "ort-int8-unpruned", "pytorch-fp32-eager"
 GOALS = {"accuracy_drop_pt": 1.0, "speedup_vs_ort_int8": 2.0, "speedup_vs_eager": 8.0, "size_vs_fp32": 0.15}
 TEXTS = 64
 
@@ -38,8 +38,8 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=Path("runs/banking77-minilm-lora"))
     parser.add_argument("--target", default="host")
     parser.add_argument("--label", help="output name compress_banking77_<label>.json (default: the target)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per subject per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (fresh process per row)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="least timed seconds per process")
     parser.add_argument("--measure-only", action="store_true", help="skip the search; measure its result again")
     parser.add_argument("--lock", type=Path, help="hold this file lock while measuring (not while searching)")
     parser.add_argument("--command", help="with --measure-only: the command the search ran, for the record")
@@ -57,7 +57,7 @@ def main() -> int:
         seconds = round(time.perf_counter() - started)
     data = json.loads((folder / "candidates.json").read_text())
     with _held(args.lock):
-        result = measure(args.run, data, args.rounds, args.runs)
+        result = measure(args.run, data, args.rounds, args.seconds)
     RESULTS.mkdir(exist_ok=True)
     output = RESULTS / f"compress_{args.run.name.split('-')[0]}_{label}.json"
     previous = json.loads(output.read_text()) if output.exists() and args.measure_only else {}
@@ -68,7 +68,10 @@ def main() -> int:
     print(f"{record['command']}\n  {data['summary']['trials']['finished']} trials, "
           f"{data['summary']['seconds'] / 60:.1f} min; best: {data['summary']['best']} ({data['summary']['reason']})")
     for name, check in result["goals"].items():
-        print(f"  {name}: {check['measured']:.3g} (goal {check['goal']}) {'met' if check['met'] else 'NOT met'}")
+        interval = f" [{check['ci'][0]:.3g}, {check['ci'][1]:.3g}]" if check["ci"] else ""
+        print(f"  {name}: {check['measured']:.3g}{interval} (goal {check['goal']}) {'met' if check['met'] else 'NOT met'}")
+    aa = result["measurement"]["aa"]
+    print(f"  A/A (noise floor): {aa['value']:.3f} [{aa['ci'][0]:.3f}, {aa['ci'][1]:.3f}]")
     print(f"wrote {output}")
     return 0
 
@@ -98,9 +101,11 @@ def _search_summary(data: dict) -> dict:
             "config": summary["config"]}
 
 
-def measure(run: Path, data: dict, rounds: int, runs: int) -> dict:
-    """Interleaved rounds of best / ORT int8 (unpruned) / PyTorch eager, then the goals."""
-    from edgeft.bench import bench
+def measure(run: Path, data: dict, rounds: int, seconds: float) -> dict:
+    """best / ORT int8 (unpruned) / PyTorch eager under the bench protocol (interleaved fresh processes, same real
+    texts, an A/A row), then the goals, each speed-up with its bootstrap interval from the paired rounds."""
+    from edgeft.bench import compare
+    from edgeft.bench.protocol import bundle_row, pytorch_row
     from edgeft.data import load_splits
     from edgeft.devices import load_profile
     from edgeft.export.source import read_lock, resolve
@@ -109,40 +114,38 @@ def measure(run: Path, data: dict, rounds: int, runs: int) -> dict:
     recipe = read_lock(source.recipe)
     splits = load_splits(recipe.data, seed=recipe.training.seed)
     texts = list(splits.test["text"][:TEXTS])
-    profile = load_profile("host")
+    threads = load_profile("host").threads
     best = next(c for c in data["candidates"] if c["name"] == data["summary"]["best"])
-    ort_int8 = _ort_int8_bundle(run, source, splits)
-    subjects = {"best": Path(best["bundle"]), "ort_int8_unpruned": ort_int8}
-    p50s = {name: [] for name in [*subjects, "pytorch_fp32_eager"]}
-    spawn = multiprocessing.get_context("spawn")
-    for _ in range(rounds):
-        for name, bundle in subjects.items():
-            p50s[name].append(bench(bundle, profile, runs=runs, warmup=10, texts=texts)["p50_ms"])
-        with spawn.Pool(1) as pool:  # a fresh process, as the bundles get
-            p50s["pytorch_fp32_eager"].append(pool.apply(_eager_p50, (str(source.model_dir), texts,
-                                                                       profile.threads, runs)))
-    p50 = {name: statistics.median(values) for name, values in p50s.items()}
+    rows = [bundle_row(best["bundle"], "best"), bundle_row(_ort_int8_bundle(run, source, splits), ORT_INT8),
+            pytorch_row(source.model_dir, EAGER)]
+    result = compare(rows, rounds=rounds, seconds=seconds, threads=threads, texts=texts, baselines=[ORT_INT8, EAGER])
+    by_name = {row["name"]: row for row in result["rows"]}
+    vs_ort, vs_eager = (by_name["best"]["ratio_vs"][name] for name in (ORT_INT8, EAGER))
     fp32_bytes = sum(p.stat().st_size for p in source.model_dir.glob("*.safetensors"))
     tuned_test = data["summary"]["reference"]["test"]
     drop_pt = (tuned_test - best["test"]["accuracy"]) * 100
     size = best["model_bytes"] / fp32_bytes
-    vs_ort, vs_eager = p50["ort_int8_unpruned"] / p50["best"], p50["pytorch_fp32_eager"] / p50["best"]
     goals = {
-        "test accuracy drop vs tuned (points)": (drop_pt, f"<= {GOALS['accuracy_drop_pt']:g}",
+        "test accuracy drop vs tuned (points)": (drop_pt, None, f"<= {GOALS['accuracy_drop_pt']:g}",
                                                  drop_pt <= GOALS["accuracy_drop_pt"] + 1e-9),
-        "speed-up vs ONNX Runtime int8 (unpruned)": (vs_ort, f">= {GOALS['speedup_vs_ort_int8']:g}x",
-                                                     vs_ort >= GOALS["speedup_vs_ort_int8"]),
-        "speed-up vs PyTorch fp32 eager": (vs_eager, f">= {GOALS['speedup_vs_eager']:g}x",
-                                           vs_eager >= GOALS["speedup_vs_eager"]),
-        "size vs fp32": (size, f"<= {GOALS['size_vs_fp32']:.0%}", size <= GOALS["size_vs_fp32"]),
+        "speed-up vs ONNX Runtime int8 (unpruned)": (vs_ort["value"], vs_ort["ci"],
+                                                     f">= {GOALS['speedup_vs_ort_int8']:g}x",
+                                                     vs_ort["value"] >= GOALS["speedup_vs_ort_int8"]),
+        "speed-up vs PyTorch fp32 eager": (vs_eager["value"], vs_eager["ci"], f">= {GOALS['speedup_vs_eager']:g}x",
+                                           vs_eager["value"] >= GOALS["speedup_vs_eager"]),
+        "size vs fp32": (size, None, f"<= {GOALS['size_vs_fp32']:.0%}", size <= GOALS["size_vs_fp32"]),
     }
     return {
-        "measurement": {"rounds": rounds, "runs": runs, "texts": f"first {TEXTS} test texts, real lengths, batch 1",
-                        "threads": profile.threads, "p50_ms_per_round": p50s, "p50_ms": p50},
+        "measurement": {**{key: result[key] for key in ("protocol", "machine", "inputs", "aa")},
+                        "texts": f"first {TEXTS} test texts, real lengths, batch 1",
+                        "p50_ms": {name: row["p50_ms"] for name, row in by_name.items()},
+                        "p50_ci_ms": {name: row["p50_ci_ms"] for name, row in by_name.items()},
+                        "rows": result["rows"]},
         "best": {"name": best["name"], "chain": best["chain"], "validation": best["validation"]["accuracy"],
                  "test": best["test"]["accuracy"], "model_bytes": best["model_bytes"]},
         "tuned": {"test": tuned_test, "fp32_bytes": fp32_bytes},
-        "goals": {name: {"measured": value, "goal": goal, "met": bool(met)} for name, (value, goal, met) in goals.items()},
+        "goals": {name: {"measured": value, "ci": ci, "goal": goal, "met": bool(met)}
+                  for name, (value, ci, goal, met) in goals.items()},
     }
 
 
@@ -156,27 +159,6 @@ def _ort_int8_bundle(run: Path, source, splits) -> Path:
         examples = [(t, labels[y]) for t, y in zip(splits.validation["text"][:256], splits.validation["label"][:256])]
         export(source.model_dir, "onnx", "int8", output=folder, texts=examples, progress=False)
     return folder
-
-
-def _eager_p50(model_dir: str, texts: list[str], threads: int, runs: int, warmup: int = 10) -> float:
-    """PyTorch fp32 eager p50 at batch 1 on `texts` cycled, in this (fresh) process."""
-    import torch
-
-    from edgeft.models import load_classifier, load_tokenizer
-
-    torch.set_num_threads(threads)
-    model, tokenizer = load_classifier(model_dir), load_tokenizer(model_dir)
-    encoded = [tokenizer([t], truncation=True, max_length=model.head_config.max_length, return_tensors="pt")
-               for t in texts]
-    timings = []
-    with torch.inference_mode():
-        for index in range(warmup + runs):
-            batch = encoded[index % len(encoded)]
-            started = time.perf_counter()
-            model(batch["input_ids"], batch["attention_mask"])
-            if index >= warmup:
-                timings.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(timings)
 
 
 if __name__ == "__main__":

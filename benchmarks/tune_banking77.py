@@ -1,4 +1,4 @@
-"""Issue 2's measurement: BANKING77 test accuracy of MiniLM after head-only, LoRA and full fine-tuning.
+"""BANKING77 test accuracy of MiniLM after head-only, LoRA and full fine-tuning.
 
 Usage:
     python -m benchmarks.tune_banking77 RUN_DIR [RUN_DIR ...]

@@ -116,7 +116,7 @@ def compress(run_dir, target, time_budget, trials, workers, storage, resume, pas
     click.echo(f"best: {folder / 'best'} ({summary['best']}: {summary['reason']})")
 
 
-# --- devices / bench (issue 4) ---
+# --- devices / bench ---
 @main.group(invoke_without_command=True)
 @click.pass_context
 def devices(context):
@@ -217,7 +217,7 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
             click.echo(f"wrote {path}")
 
 
-# --- export / runtime (issue 3) ---
+# --- export / runtime ---
 
 
 @main.command("export")

@@ -11,7 +11,7 @@ TEXTS = ["my card was lost", "how do i transfer money to a friend", "why was i c
 
 def make_tiny_bundle(folder: Path) -> Path:
     """Export a seeded tiny random classifier to an fp32 ONNX bundle in `folder`; skip when export is absent."""
-    export = pytest.importorskip("edgeft.export", reason="needs edgeft.export (issue 3) to build a bundle")
+    export = pytest.importorskip("edgeft.export", reason="needs edgeft.export to build a bundle")
     import torch
 
     from edgeft.models import HeadConfig, SequenceClassifier, load_encoder, load_tokenizer

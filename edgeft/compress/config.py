@@ -53,6 +53,9 @@ class SearchSpec(Strict):
     """Successive halving: a student is distilled when it ranks in the best 1/rate of students scored so far."""
     quick_rows: PositiveInt = 512
     """Validation rows an undistilled student is scored on before the costly pass."""
+    patience: PositiveInt = 50
+    """After this many finished trials in a row that only repeated settings already tried, sampling turns random;
+    after as many again under random sampling, the search stops (the rest of the budget would buy nothing)."""
 
     @field_validator("time_budget")
     @classmethod

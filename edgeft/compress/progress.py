@@ -34,7 +34,9 @@ class SearchProgress:
         done = [t for t in trials if t.state.is_finished()]
         complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
         stopped = sum(t.state == optuna.trial.TrialState.PRUNED for t in done)
-        front = sorted(study.best_trials, key=lambda t: t.values[1]) if complete else []
+        # a trial that repeated finished settings carries its twin's values: show each point once
+        front = sorted((t for t in study.best_trials if "reused" not in t.user_attrs),
+                       key=lambda t: t.values[1]) if complete else []
         shown = ", ".join(f"{t.values[0]:.2%}@{t.values[1]:.2f}ms" for t in front[:FRONT_SHOWN])
         more = f" +{len(front) - FRONT_SHOWN}" if len(front) > FRONT_SHOWN else ""
         left = f", {max(self.deadline - time.time(), 0) / 60:.0f} min left" if self.deadline else ""

@@ -59,7 +59,8 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
     lines = [
         f"# Compression report: {summary['run']} for `{summary['target']}`", "",
         f"Search: {trials['finished']} trials in {summary['seconds'] / 60:.1f} min ({trials['complete']} measured, "
-        f"{trials['pruned']} stopped before the costly pass, {trials['failed']} failed); chain "
+        f"{trials['pruned']} stopped before the costly pass, {trials['failed']} failed; "
+        f"{trials.get('ended', 'trial count or time budget reached')}); chain "
         f"`{' → '.join(summary['config']['passes'])}`. Chosen on validation; test evaluated once, for the front.", "",
         f"Tuned model (PyTorch): validation {metric} {reference['validation']:.2%}{ref_test}. Latency: "
         f"{summary['latency_source']}, batch 1, {summary['bench_texts']} real validation texts cycled.", "",

@@ -5,14 +5,16 @@ A trial samples every pass's settings, runs the chain through the cached engine,
 validation split in its own runtime and measures its latency for the target. Before a costly pass (distillation)
 that is not cached yet, the student is scored quickly (PyTorch, a slice of validation) and its cost counted
 (non-embedding parameters, which latency follows); it goes on only when
-- it ranks in the best 1/`halving_rate` of the students scored so far by non-dominated sorting on (score, cost):
+- it ranks in the best 1/`halving_rate` of the students scored so far by non-dominated sorting on (score, cost,
+  size on disk):
   successive halving with a Pareto ranking (Schmucker et al. 2021, MO-ASHA), so fast-but-rough students compete with
   slow-but-accurate ones instead of losing to them on accuracy alone;
-- no smaller student has already matched the tuned model on validation (it could not improve the front);
+- no student smaller in compute and on disk has already matched the tuned model on validation;
 - the pass, at the speed seen so far, would finish within the time budget.
 A stopped trial is PRUNED with the reason in its `stopped` attribute. A freshly built student is queued for every
 other format x precision of the target (cheap: only export and measure), and a trial that repeats finished settings
-reuses their result.
+reuses their result. Once `search.patience` trials in a row only repeat what was tried, sampling turns random;
+when that too only repeats, the search stops early.
 
 The study lives in an Optuna storage (a journal file by default), so `--workers N`, other processes and machines
 pointed at the same storage share one search, and `--resume` continues a killed one.
@@ -150,10 +152,10 @@ class Search:
     def _gate(self, trial: optuna.Trial, key: str, folder: Path, config) -> None:
         """Score the student before the costly pass; stop the trial (PRUNED) when the pass would not pay now."""
         trials = trial.study.get_trials(deepcopy=False)
-        known = _students(trials)
+        known = _students(trials, self.setup.cache)
         student = known.get(key) or {
             "key": key, "score": scoring.model_metrics(self.task, folder, self.quick, self.splits.labels)[self.metric],
-            "cost": _cost(folder)}
+            "cost": _cost(folder), "size": _size(folder)}
         record = {**student, "work": float(getattr(config, "epochs", 1)) * student["cost"]}
         trial.set_user_attr("gate", record)
         known[key] = record
@@ -174,10 +176,14 @@ class Search:
 
     def _matched_by_smaller(self, record: dict, trials) -> tuple[str, str] | None:
         # With the latency objective a student within the drop is enough; otherwise only matching the tuned model.
+        # "No larger" in compute and in file size: a student as fast but smaller on disk (fewer vocabulary rows)
+        # can still improve what ships.
         drop = self.config.max_metric_drop if self.config.objective == "latency" else 0.0
+        known = _students(trials, self.setup.cache)
         for other in trials:
             gate, candidate = other.user_attrs.get("gate"), other.user_attrs.get("candidate")
             if gate and candidate and gate["key"] != record["key"] and gate["cost"] <= record["cost"] \
+                    and known[gate["key"]]["size"] <= record["size"] \
                     and candidate["validation"][self.metric] >= self.reference - drop - 1e-12:
                 return MATCHED, f"trial {other.number}"
         return None
@@ -200,7 +206,7 @@ class Search:
         """After each trial: queue the students that now deserve the costly pass, smallest first (ASHA promotes
         waiting configurations before it samples new ones)."""
         trials = study.get_trials(deepcopy=False)
-        known = _students(trials)
+        known = _students(trials, self.setup.cache)
         started = {t.user_attrs["gate"]["key"] for t in trials if "gate" in t.user_attrs
                    and (t.state != optuna.trial.TrialState.PRUNED or "promoted" in t.user_attrs)}
         started |= {trials[t.user_attrs["promoted"]].user_attrs["gate"]["key"] for t in trials
@@ -208,7 +214,7 @@ class Search:
         waiting = [t for t in trials if t.user_attrs.get("stopped") in (SCREENING, HALVING)]
         queued = set()
         for trial in sorted(waiting, key=lambda t: t.user_attrs["gate"]["cost"]):
-            record = trial.user_attrs["gate"]
+            record = known[trial.user_attrs["gate"]["key"]]
             if record["key"] in started | queued or self._stop(record, known, trials):
                 continue
             study.enqueue_trial(trial.params, user_attrs={"promoted": trial.number})
@@ -238,6 +244,11 @@ def _cost(folder: Path) -> int:
     return sum(p.numel() for p in model.parameters()) - embeddings
 
 
+def _size(folder: Path) -> int:
+    """Bytes of the weight files: what the shipped file follows (embeddings included)."""
+    return sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
+
+
 def _tuning_rate(run_dir: Path, teacher_dir: Path) -> float | None:
     """Seconds per epoch per non-embedding parameter of the run's own tuning (metrics.json), a prior for the first
     costly pass's duration: a distillation epoch costs about a fine-tuning epoch of the same model size."""
@@ -250,31 +261,36 @@ def _tuning_rate(run_dir: Path, teacher_dir: Path) -> float | None:
     return train["seconds"] / train["epochs"] / _cost(teacher_dir)
 
 
-def _students(trials) -> dict[str, dict]:
-    """The scored students by key (score and cost), from the trials' `gate` attributes."""
-    return {t.user_attrs["gate"]["key"]: t.user_attrs["gate"] for t in trials if "gate" in t.user_attrs}
+def _students(trials, cache: Path) -> dict[str, dict]:
+    """The scored students by key (score, cost and size), from the trials' `gate` attributes; a study made before
+    sizes were recorded gets them from the cached student folders."""
+    students = {t.user_attrs["gate"]["key"]: t.user_attrs["gate"] for t in trials if "gate" in t.user_attrs}
+    for key, record in students.items():
+        if "size" not in record:
+            folders = list(Path(cache).glob(f"*-{key}"))
+            students[key] = {**record, "size": _size(folders[0]) if folders else 0}
+    return students
 
 
 def _not_promoted(record: dict, records: list[dict], rate: int) -> tuple[str, str] | None:
     """MO successive halving: promote the best ceil(n / rate) students by non-dominated rank (then score)."""
-    ranks = _pareto_ranks([(r["score"], -r["cost"]) for r in records])
+    ranks = _pareto_ranks([(r["score"], -r["cost"], -r.get("size", 0)) for r in records])
     order = sorted(range(len(records)), key=lambda i: (ranks[i], -records[i]["score"]))
     best = {records[i]["key"] for i in order[: math.ceil(len(records) / rate)]}
     mine = next(i for i, r in enumerate(records) if r["key"] == record["key"])
     if record["key"] in best or ranks[mine] == 0:
         return None
-    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick score, size); the best {len(best)} "
+    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick score, compute, size on disk); the best {len(best)} "
             "and the front go on")
 
 
-def _pareto_ranks(points: list[tuple[float, float]]) -> list[int]:
-    """Non-dominated sorting (both coordinates maximised): 0 for the front, 1 for the next, ..."""
+def _pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
+    """Non-dominated sorting (every coordinate maximised): 0 for the front, 1 for the next, ..."""
     ranks = [-1] * len(points)
     remaining, rank = set(range(len(points))), 0
     while remaining:
         front = {i for i in remaining if not any(
-            points[j][0] >= points[i][0] and points[j][1] >= points[i][1] and points[j] != points[i]
-            for j in remaining)}
+            all(a >= b for a, b in zip(points[j], points[i])) and points[j] != points[i] for j in remaining)}
         for i in front:
             ranks[i] = rank
         remaining -= front
@@ -309,12 +325,14 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
     search = Search(setup)
     study = open_study(setup)
     # What the trials depend on; stopping rules, workers and the selection's budgets may change on --resume.
-    space = setup.config.model_dump(mode="json", exclude={"search": {"trials", "time_budget", "workers", "storage"},
+    space = setup.config.model_dump(mode="json", exclude={"search": {"trials", "time_budget", "workers", "storage",
+                                                                     "patience"},
                                                           "budget_ms": True, "memory_mb": True, "bench": True})
     if study.user_attrs.get("space", space) != space:
         raise EdgeftError(f"{setup.storage}: study {setup.study_name} was made with other compress settings; run "
                           "without --resume to start over, or give another --storage")
     study.set_user_attr("space", space)
+    study.set_user_attr("converged", None)  # a resumed study that stopped early gets to try again
     if resume:
         stale_to_failed(study)
     if "reference" not in study.user_attrs:
@@ -361,7 +379,7 @@ def _worker(setup: SearchSetup, index: int) -> None:
 def _optimize(search: Search, study: optuna.Study, setup: SearchSetup, callback=None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = setup.config.search.trials
-    callbacks = [search.promote_waiting]
+    callbacks = [search.promote_waiting, Converged(setup.config.search.patience, setup.config.search.seed)]
     if trials:
         callbacks.append(optuna.study.MaxTrialsCallback(trials, states=FINISHED))
     if callback:
@@ -371,6 +389,40 @@ def _optimize(search: Search, study: optuna.Study, setup: SearchSetup, callback=
     timeout = max(setup.deadline - time.time(), 0.0) if setup.deadline else None
     study.optimize(search.objective, timeout=timeout, callbacks=callbacks, catch=(Exception,),
                    gc_after_trial=True)
+
+
+class Converged:
+    """A callback for when `patience` finished trials in a row brought nothing new (each repeated settings that had
+    been measured, or was stopped before its costly pass again; a promoted student is new: it gets distilled). The
+    model-based sampler has then settled on what it believes: the first time, the study switches to random
+    sampling, so the settings it never proposed still get screened; the second time, the space holds nothing more
+    within reach and the study stops."""
+
+    def __init__(self, patience: int, seed: int = 0):
+        self.patience, self.seed = patience, seed
+
+    def __call__(self, study: optuna.Study, _trial=None) -> None:
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return  # queued work (a promoted student, another target) is new by construction
+        trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+        since = self.exploring_since if isinstance(study.sampler, optuna.samplers.RandomSampler) else -1
+        seen: dict[str, set] = {}
+        repeats = []
+        for trial in trials:
+            key = repr(sorted(trial.params.items()))
+            states = seen.setdefault(key, set())
+            if trial.number > since:
+                repeats.append(optuna.trial.TrialState.COMPLETE in states or trial.state in states)
+            states.add(trial.state)
+        if len(repeats) < self.patience or not all(repeats[-self.patience:]):
+            return
+        if not isinstance(study.sampler, optuna.samplers.RandomSampler):
+            self.exploring_since = trials[-1].number
+            study.sampler = optuna.samplers.RandomSampler(seed=self.seed)
+            return
+        study.set_user_attr("converged", f"stopped after {self.patience} trials in a row repeated settings already "
+                                         "tried, by the model-based sampler and then by random sampling")
+        study.stop()
 
 
 def candidates_of(study: optuna.Study) -> list[Candidate]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from edgeft.compress.candidate import Candidate
 
+# Latencies this close are one speed: a single search-time measurement varies more than this between processes.
+LATENCY_TIE = 0.10
+
 
 def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
     """Candidates no other beats on both the validation metric (higher) and p50 latency (lower)."""
@@ -20,7 +23,7 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
 
     `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
     `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
-    drop and the memory budget. When nothing meets every constraint, the fastest within the drop (and the memory
+    drop and the memory budget; p50s within LATENCY_TIE of the fastest tie, and the smallest file of those wins. When nothing meets every constraint, the fastest within the drop (and the memory
     budget, when any fits it) is returned and the reason says so; with no candidate at all, None.
     """
     if not candidates:
@@ -33,8 +36,11 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
 
     if objective == "latency":
         pool = [c for c in candidates if fits(c, latency=False)]
-        key = lambda c: (c.latency.p50_ms, c.model_bytes)  # noqa: E731
-        reason = f"fastest (p50) within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB"
+        fastest = min((c.latency.p50_ms for c in pool), default=0.0)
+        pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + LATENCY_TIE)]
+        key = lambda c: (c.model_bytes, c.latency.p50_ms)  # noqa: E731
+        reason = (f"fastest (p50; within {LATENCY_TIE:.0%} of the fastest counts as a tie, won by the smaller file) "
+                  f"within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB")
     else:
         pool = [c for c in candidates if fits(c)]
         key = lambda c: (-c.validation[metric], c.model_bytes)  # noqa: E731

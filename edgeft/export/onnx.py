@@ -55,13 +55,26 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def quantize_int4(source: Path, target: Path, block_size: int = 32) -> None:
-    """ORT 4-bit weight-only MatMulNBits (symmetric, per block); embeddings and activations stay fp32."""
+    """ORT 4-bit weight-only MatMulNBits, asymmetric per block of `block_size` inputs; the projection to the logits
+    (a decoder's lm_head) in 8 bits. Embeddings and activations stay fp32.
+
+    Why: on SmolLM2-135M symmetric 4-bit blocks everywhere agreed with PyTorch on 76% of next tokens; the logits
+    projection maps onto 49k tokens whose ranking every 4-bit rounding error reorders, and the weights' own range is
+    rarely centred on zero (the GGUF it came from is asymmetric Q4_1)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=block_size, is_symmetric=True)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(target))
+    model = onnx.load(str(source))
+    outputs = {item.name for item in model.graph.output}
+    head = [node.name for node in model.graph.node if node.op_type == "MatMul" and set(node.output) & outputs]
+    body = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=False, nodes_to_exclude=head)
+    body.process()
+    model = body.model.model
+    if head:
+        logits = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=False, nodes_to_include=head)
+        logits.process()
+        model = logits.model.model
+    onnx.save_model(model, str(target), save_as_external_data=model.ByteSize() > 2**31 - 2**20)
 
 
 QUANTIZERS = {"int8": quantize_int8, "int4": quantize_int4}

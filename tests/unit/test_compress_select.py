@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import optuna
+
 from edgeft.compress.candidate import Candidate, Latency
-from edgeft.compress.search import _not_promoted, _pareto_ranks
+from edgeft.compress.search import Converged, _not_promoted, _pareto_ranks
 from edgeft.compress.select import choose, pareto_front
 
 
@@ -38,6 +40,17 @@ def test_latency_objective_is_fastest_within_the_drop():
     assert best.trial == 0  # 1 is as fast but less accurate; ties go to the listed order of (p50, size)
 
 
+def test_latency_objective_takes_the_smaller_file_among_equally_fast():
+    # setup: 1 is 5% slower than 0 (a tie) but a third of its size; 2 is 30% slower and smaller still
+    rows = [_candidate(0, 0.92, 1.00, size=19e6), _candidate(1, 0.92, 1.05, size=7e6),
+            _candidate(2, 0.92, 1.30, size=5e6)]
+    # execute
+    best, reason = choose(rows, "accuracy", reference=0.92, budget_ms=10, memory_mb=512, max_drop=0.01,
+                          objective="latency")
+    # assert
+    assert best.trial == 1 and "smaller file" in reason
+
+
 def test_budget_memory_and_fallback():
     rows = [_candidate(0, 0.92, 3.0, rss=900), _candidate(1, 0.915, 4.0), _candidate(2, 0.80, 0.1)]
     best, _ = choose(rows, "accuracy", reference=0.92, budget_ms=5, memory_mb=512, max_drop=0.01)
@@ -66,7 +79,7 @@ def test_successive_halving_promotes_the_front_and_the_best_third():
     assert "successive halving" in reason and "5" in detail
 
 
-def test_waiting_students_are_promoted_smallest_first(monkeypatch):
+def test_waiting_students_are_promoted_smallest_first(tmp_path):
     # setup: three students scored and stopped while screening, in a study of their own
     import optuna
 
@@ -80,10 +93,11 @@ def test_waiting_students_are_promoted_smallest_first(monkeypatch):
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.PRUNED, params={"prune.heads": [0.0, 0.25, 0.5][number]},
             distributions={"prune.heads": distribution},
-            user_attrs={"gate": {"key": key, "score": score, "cost": cost, "work": cost}, "stopped": SCREENING}))
+            user_attrs={"gate": {"key": key, "score": score, "cost": cost, "size": 4 * cost, "work": cost},
+                        "stopped": SCREENING}))
     search = object.__new__(Search)  # no data needed: promotion reads the study only
     search.config = CompressConfig.model_validate({"search": {"halving_rate": 3}})
-    search.setup = SearchSetup(None, "host", search.config, "", "s", None, deadline=None)
+    search.setup = SearchSetup(None, "host", search.config, "", "s", tmp_path, deadline=None)
     search.reference = 1.0
     # execute
     search.promote_waiting(study)
@@ -92,3 +106,33 @@ def test_waiting_students_are_promoted_smallest_first(monkeypatch):
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"]["prune.heads"] for t in waiting] == [0.25, 0.0]
     assert [t.user_attrs["promoted"] for t in waiting] == [1, 0]
+
+
+def test_search_turns_random_then_stops_once_trials_only_repeat_finished_settings():
+    # setup: a replayed sequence of (settings, stopped before the costly pass?); a promoted student repeats the
+    # settings of its stopped trial but is measured now: new, so it resets the count
+    plan = [(0, False), (1, False), (2, False), (9, True),
+            (0, False), (9, True), (1, False), (9, False),  # the last one is the promotion
+            (2, False), (9, False), (0, False), (1, False),  # 4 repeats: sampling turns random
+            (3, False), (0, False), (1, False), (2, False), (9, False), (3, False)]  # 1 new, then 4 repeats: stop
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=0))
+    study.enqueue_trial({"x": plan[0][0]})
+    samplers = []
+
+    def feed(study, trial):  # queue the next setting only after Converged looked (queued work is never a repeat)
+        samplers.append(type(study.sampler).__name__)
+        if trial.number + 1 < len(plan):
+            study.enqueue_trial({"x": plan[trial.number + 1][0]})
+
+    def objective(trial):
+        value = trial.suggest_categorical("x", [0, 1, 2, 3, 9])
+        if plan[trial.number][1]:
+            raise optuna.TrialPruned()
+        return 0.9, float(value)
+
+    # execute
+    study.optimize(objective, n_trials=len(plan), callbacks=[Converged(patience=4), feed])
+    # assert
+    assert samplers[10] == "TPESampler" and samplers[11] == "RandomSampler"
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))) == 17
+    assert "random sampling" in study.user_attrs["converged"]
