@@ -82,6 +82,10 @@ class BenchSpec(Strict):
     """Untimed runs before timing."""
     texts: PositiveInt = 64
     """Real validation texts cycled through while timing (the same texts for every candidate)."""
+    final_rounds: PositiveInt = 3
+    """Before the choice, the candidates it is among (within the metric drop, and the front) are timed again
+    together: this many interleaved rounds, a fresh process per candidate each, so load that changed during a long
+    search cannot decide it."""
 
 
 class CompressConfig(Strict):

@@ -64,6 +64,7 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
         f"`{' → '.join(summary['config']['passes'])}`. Chosen on validation; test evaluated once, for the front.", "",
         f"Tuned model (PyTorch): validation {metric} {reference['validation']:.2%}{ref_test}. Latency: "
         f"{summary['latency_source']}, batch 1, {summary['bench_texts']} real validation texts cycled.", "",
+        *_remeasured_line(summary.get("remeasured")),
         f"**Best:** `{best}` — {summary['reason']}." if best else f"**No best candidate:** {summary['reason']}.", "",
         "![pareto](pareto.png)", "",
         f"| candidate | chain | validation {metric} | test {metric} | p50 ms | p90 ms | MB | peak RSS MiB | front |",
@@ -78,3 +79,13 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
         *[f"- {count}× {reason}" for reason, count in trials["stopped"].items()], "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _remeasured_line(remeasured: dict | None) -> list[str]:
+    if not remeasured:
+        return []
+    aa = remeasured["aa"]
+    noise = (f"; A/A ratio {aa['value']:.2f} [{aa['ci'][0]:.2f}, {aa['ci'][1]:.2f}] (the noise floor)"
+             if aa.get("value") is not None else "")
+    return [f"The {len(remeasured['candidates'])} finalists (within the drop, or on the front) were timed again "
+            f"together before the choice: {remeasured['rounds']} interleaved rounds, a fresh process each{noise}.", ""]
