@@ -102,7 +102,7 @@ def compress(run_dir: str | Path, target: str = "host", config: CompressConfig |
 def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     """Front and best on validation; the test split once, for the front (and the best)."""
     from edgeft.compress import scoring
-    from edgeft.compress.search import baseline_params, candidates_of
+    from edgeft.compress.search import baseline_params, candidates_of, searched_seconds
     from edgeft.compress.select import choose, pareto_front
 
     setup, profile = search.setup, search.profile
@@ -136,7 +136,8 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
         "budget_ms": budget_ms, "budget_statistic": "p50", "memory_mb": memory_mb,
         "max_metric_drop": config.max_metric_drop, "objective": config.objective,
         "reference": {"validation": reference["validation"], "test": reference.get("test")},
-        "seconds": seconds, "storage": setup.storage, "study": setup.study_name, "remeasured": remeasured,
+        "seconds": seconds, "searched_seconds": searched_seconds(study), "storage": setup.storage,
+        "study": setup.study_name, "remeasured": remeasured,
         "trials": {"finished": states["COMPLETE"] + states["PRUNED"], "complete": states["COMPLETE"],
                    "pruned": states["PRUNED"], "failed": states["FAIL"],
                    "stopped": dict(Counter(t.user_attrs["stopped"] for t in study.trials if "stopped" in t.user_attrs)),

@@ -56,6 +56,11 @@ class SearchSpec(Strict):
     patience: PositiveInt = 50
     """After this many finished trials in a row that only repeated settings already tried, sampling turns random;
     after as many again under random sampling, the search stops (the rest of the budget would buy nothing)."""
+    match_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    """With the `latency` objective, a distilled student stops the costly pass for every student no smaller than it
+    only when its validation drop is at most this fraction of `max_metric_drop`: the validation split's sampling
+    error is of the order of the drop, so a student just inside it may be outside on test, and a larger, more
+    accurate one is still worth building."""
 
     @field_validator("time_budget")
     @classmethod

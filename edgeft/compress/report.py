@@ -58,7 +58,8 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
     ordered = sorted(candidates, key=lambda c: (c.bundle not in on_front, c.latency.p50_ms))
     lines = [
         f"# Compression report: {summary['run']} for `{summary['target']}`", "",
-        f"Search: {trials['finished']} trials in {summary['seconds'] / 60:.1f} min ({trials['complete']} measured, "
+        f"Search: {trials['finished']} trials in {summary.get('searched_seconds', summary['seconds']) / 60:.1f} min "
+        f"over every run of the study (this run {summary['seconds'] / 60:.1f} min; {trials['complete']} measured, "
         f"{trials['pruned']} stopped before the costly pass, {trials['failed']} failed; "
         f"{trials.get('ended', 'trial count or time budget reached')}); chain "
         f"`{' → '.join(summary['config']['passes'])}`. Chosen on validation; test evaluated once, for the front.", "",

@@ -44,6 +44,7 @@ HALVING = "successive halving: not among the most promising students"
 MATCHED = "a no larger student is already within the metric drop"
 OVERRUN = "would overrun the time budget"
 POLL_SECONDS = 5.0
+RUN_SECONDS = "run_seconds:"  # study attribute prefix: one per run of the study
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,12 @@ class Search:
                 or self._overruns(record, trials))
 
     def _matched_by_smaller(self, record: dict, trials) -> tuple[str, str] | None:
-        # With the latency objective a student within the drop is enough; otherwise only matching the tuned model.
+        # With the latency objective a student comfortably within the drop is enough; otherwise only matching the
+        # tuned model.
         # "No larger" in compute and in file size: a student as fast but smaller on disk (fewer vocabulary rows)
         # can still improve what ships.
-        drop = self.config.max_metric_drop if self.config.objective == "latency" else 0.0
+        drop = (self.config.max_metric_drop * self.config.search.match_fraction
+                if self.config.objective == "latency" else 0.0)
         known = _students(trials, self.setup.cache)
         for other in trials:
             gate, candidate = other.user_attrs.get("gate"), other.user_attrs.get("candidate")
@@ -215,10 +218,12 @@ class Search:
         queued = set()
         for trial in sorted(waiting, key=lambda t: t.user_attrs["gate"]["cost"]):
             record = known[trial.user_attrs["gate"]["key"]]
-            if record["key"] in started | queued or self._stop(record, known, trials):
+            if record["key"] in started | queued:
+                continue
+            queued.add(record["key"])  # decided once per student: a long search has many trials per student
+            if self._stop(record, known, trials):
                 continue
             study.enqueue_trial(trial.params, user_attrs={"promoted": trial.number})
-            queued.add(record["key"])
 
     def _finished_twin(self, trial: optuna.Trial):
         for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -326,7 +331,7 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
     study = open_study(setup)
     # What the trials depend on; stopping rules, workers and the selection's budgets may change on --resume.
     space = setup.config.model_dump(mode="json", exclude={"search": {"trials", "time_budget", "workers", "storage",
-                                                                     "patience"},
+                                                                     "patience", "match_fraction"},
                                                           "budget_ms": True, "memory_mb": True, "bench": True})
     if study.user_attrs.get("space", space) != space:
         raise EdgeftError(f"{setup.storage}: study {setup.study_name} was made with other compress settings; run "
@@ -344,19 +349,21 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
         for params in baseline_params(setup.config, search.passes, search.export_choices):
             study.enqueue_trial(params, skip_if_exists=True)
     search.reference = study.user_attrs["reference"][search.metric]
-    workers = setup.config.search.workers
+    workers, clock = setup.config.search.workers, RunClock()
     if workers == 1:
-        _optimize(search, study, setup, callback=lambda s, _t: progress.update(s))
+        _optimize(search, study, setup, callback=lambda s, _t: (clock(s), progress.update(s)))
     else:
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker, args=(setup, index), daemon=False) for index in range(workers)]
         for process in processes:
             process.start()
         while any(process.is_alive() for process in processes):
+            clock(study)
             progress.update(study)
             time.sleep(POLL_SECONDS)
         for process in processes:
             process.join()
+    clock(study)
     progress.update(study, final=True)
     return study, search
 
@@ -423,6 +430,23 @@ class Converged:
         study.set_user_attr("converged", f"stopped after {self.patience} trials in a row repeated settings already "
                                          "tried, by the model-based sampler and then by random sampling")
         study.stop()
+
+
+class RunClock:
+    """Each run of the study (first or resumed, killed or not) records its wall time so far in the study after
+    every trial, so the report can give the search's whole time, not only the last run's."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.key = f"{RUN_SECONDS}{self.started:.3f}"
+
+    def __call__(self, study: optuna.Study, _trial=None) -> None:
+        study.set_user_attr(self.key, time.time() - self.started)
+
+
+def searched_seconds(study: optuna.Study) -> float:
+    """Wall time of every run of the study together."""
+    return sum(value for key, value in study.user_attrs.items() if key.startswith(RUN_SECONDS))
 
 
 def candidates_of(study: optuna.Study) -> list[Candidate]:

@@ -47,10 +47,10 @@ def test_search_resumes_after_a_kill(run):
     complete = []
     while time.time() < deadline and process.poll() is None:
         if journal.exists():
-            complete = [t for t in _study(run).get_trials(deepcopy=False)
-                        if t.state == optuna.trial.TrialState.COMPLETE]
-            if complete:
-                break
+            study = _study(run)
+            complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+            if complete and any(key.startswith("run_seconds:") for key in study.user_attrs):
+                break  # a trial measured and its run's clock written (the callbacks after it ran)
         time.sleep(1)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -75,6 +75,8 @@ def test_search_resumes_after_a_kill(run):
     tested = {c["name"] for c in candidates if c["test"] is not None}
     assert tested == set(summary["front"]) | {summary["best"]}  # test evaluated for the front (and best) only
     assert summary["reference"]["test"] is not None and summary["budget_statistic"] == "p50"
+    runs = [key for key in study.user_attrs if key.startswith("run_seconds:")]
+    assert len(runs) == 2 and summary["searched_seconds"] > summary["seconds"]  # the killed run's time counts
     report = (output / "report.md").read_text()
     assert "Chosen on validation" in report and (output / "pareto.png").is_file()
     assert "train ━" in (output / "search.log").read_text()  # the distillations' progress went to the log

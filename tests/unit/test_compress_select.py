@@ -37,7 +37,7 @@ def test_latency_objective_is_fastest_within_the_drop():
     assert best.trial == 2
     best, _ = choose(DISAGREE, "accuracy", reference=0.92, budget_ms=10, memory_mb=512, max_drop=0.03,
                      objective="latency")
-    assert best.trial == 0  # 1 is as fast but less accurate; ties go to the listed order of (p50, size)
+    assert best.trial == 0  # 1 is as fast and as large but less accurate
 
 
 def test_latency_objective_takes_the_smaller_file_among_equally_fast():
@@ -49,6 +49,18 @@ def test_latency_objective_takes_the_smaller_file_among_equally_fast():
                           objective="latency")
     # assert
     assert best.trial == 1 and "smaller file" in reason
+
+
+def test_latency_objective_takes_the_more_accurate_among_equally_fast_and_small():
+    # setup: 1 is the smallest file; 0 is 8% larger (one size) and more accurate; 2 is more accurate still but
+    # far larger; all three are one speed
+    rows = [_candidate(0, 0.925, 1.00, size=7.8e6), _candidate(1, 0.92, 1.05, size=7.2e6),
+            _candidate(2, 0.927, 0.98, size=19e6)]
+    # execute
+    best, reason = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                          objective="latency")
+    # assert
+    assert best.trial == 0 and "better accuracy" in reason
 
 
 def test_budget_memory_and_fallback():
@@ -136,3 +148,26 @@ def test_search_turns_random_then_stops_once_trials_only_repeat_finished_setting
     assert samplers[10] == "TPESampler" and samplers[11] == "RandomSampler"
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))) == 17
     assert "random sampling" in study.user_attrs["converged"]
+
+
+def test_a_student_just_inside_the_drop_does_not_stop_larger_ones(tmp_path):
+    # setup: a small distilled student 0.7 points below the tuned model (the drop is 1 point) and one 0.2 below
+    from types import SimpleNamespace
+
+    from edgeft.compress.config import CompressConfig
+    from edgeft.compress.search import MATCHED, Search, SearchSetup
+
+    search = object.__new__(Search)  # no data needed: the rule reads the trials only
+    search.config = CompressConfig.model_validate({"max_metric_drop": 0.01, "objective": "latency"})
+    search.setup = SearchSetup(None, "host", search.config, "", "s", tmp_path, deadline=None)
+    search.reference, search.metric = 0.929, "accuracy"
+
+    def distilled(number, key, cost, size, validation):
+        return SimpleNamespace(number=number, user_attrs={
+            "gate": {"key": key, "cost": cost, "size": size}, "candidate": {"validation": {"accuracy": validation}}})
+
+    larger = {"key": "larger", "cost": 400, "size": 800}
+    # execute / assert: 0.7 points is outside half the drop (the default match_fraction): the larger one goes on
+    assert search._matched_by_smaller(larger, [distilled(3, "small", 300, 700, 0.922)]) is None
+    # 0.2 points is comfortably inside: the larger one would not be faster
+    assert search._matched_by_smaller(larger, [distilled(4, "close", 300, 700, 0.927)]) == (MATCHED, "trial 4")
