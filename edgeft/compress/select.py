@@ -6,8 +6,6 @@ from edgeft.compress.candidate import Candidate
 
 # Latencies this close are one speed: a single search-time measurement varies more than this between processes.
 LATENCY_TIE = 0.10
-# Files this close are one size: a few vocabulary rows or a different precision of one tensor.
-SIZE_TIE = 0.10
 
 
 def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
@@ -25,9 +23,9 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
 
     `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
     `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
-    drop and the memory budget; p50s within LATENCY_TIE of the fastest are one speed, and of those the smallest file
-    wins; files within SIZE_TIE of the smallest are one size, and of those the best validation metric wins. When
-    nothing meets every constraint, the fastest within the drop (and the memory budget, when any fits it) is
+    drop and the memory budget; p50s within LATENCY_TIE of the fastest are one speed, and of those the best
+    validation metric wins (one just inside the drop on validation is the likelier to be outside it on test), then
+    the smaller file. When nothing meets every constraint, the fastest within the drop (and the memory budget, when any fits it) is
     returned and the reason says so; with no candidate at all, None.
     """
     if not candidates:
@@ -42,12 +40,9 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
         pool = [c for c in candidates if fits(c, latency=False)]
         fastest = min((c.latency.p50_ms for c in pool), default=0.0)
         pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + LATENCY_TIE)]
-        smallest = min((c.model_bytes for c in pool), default=0)
-        pool = [c for c in pool if c.model_bytes <= smallest * (1 + SIZE_TIE)]
         key = lambda c: (-c.validation[metric], c.model_bytes, c.latency.p50_ms)  # noqa: E731
-        reason = (f"fastest (p50; within {LATENCY_TIE:.0%} is one speed: then the smaller file, within "
-                  f"{SIZE_TIE:.0%} one size: then the better {metric}) within {max_drop:.1%} {metric} drop on "
-                  f"validation and {memory_mb:g} MiB")
+        reason = (f"fastest (p50; within {LATENCY_TIE:.0%} is one speed: then the better {metric}, then the smaller "
+                  f"file) within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB")
     else:
         pool = [c for c in candidates if fits(c)]
         key = lambda c: (-c.validation[metric], c.model_bytes)  # noqa: E731
