@@ -73,7 +73,10 @@ def quantize_int4(source: Path, target: Path, block_size: int = 32) -> None:
     body.process()
     model = integer_zero_points(body.model.model)
     if head:
-        logits = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=False, nodes_to_include=head)
+        # accuracy_level 4 (int8 activations): the only fast 8-bit kernel at one token (SmolLM2's 576x49152 head:
+        # 0.9 ms vs 118 ms per step, measured in one process)
+        logits = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=False, nodes_to_include=head,
+                                      accuracy_level=4)
         logits.process()
         model = logits.model.model
     onnx.save_model(model, str(target), save_as_external_data=model.ByteSize() > 2**31 - 2**20)
