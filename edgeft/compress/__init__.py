@@ -158,12 +158,12 @@ def _remeasure(candidates: list, search, reference: float) -> tuple[list, dict |
     from edgeft.bench import bundle_row, compare
     from edgeft.bench.measure import Remote
     from edgeft.compress.candidate import Latency
-    from edgeft.compress.select import pareto_front
+    from edgeft.compress.select import pareto_front, within_drop
 
     config, metric = search.setup.config, search.metric
     if not all(c.latency.source.startswith("measured") for c in candidates):
         return candidates, None
-    close = {c.bundle for c in candidates if c.validation[metric] >= reference - config.max_metric_drop - 1e-12}
+    close = {c.bundle for c in candidates if within_drop(c.validation[metric], reference, config.max_metric_drop)}
     chosen = [c for c in candidates if c.bundle in close | {f.bundle for f in pareto_front(candidates, metric)}]
     remote = search.setup.remote or search.profile.ssh  # where the search measured (as `edgeft.bench.bench`)
     result = compare([bundle_row(c.bundle, c.name) for c in chosen], rounds=config.bench.final_rounds,

@@ -35,6 +35,7 @@ from edgeft.compress import engine, scoring
 from edgeft.compress.candidate import Candidate, Latency
 from edgeft.compress.config import CompressConfig
 from edgeft.compress.passes import LAST, PASSES, PassContext
+from edgeft.compress.select import within_drop
 from edgeft.errors import EdgeftError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -187,7 +188,7 @@ class Search:
             gate, candidate = other.user_attrs.get("gate"), other.user_attrs.get("candidate")
             if gate and candidate and gate["key"] != record["key"] and gate["cost"] <= record["cost"] \
                     and known[gate["key"]]["size"] <= record["size"] \
-                    and candidate["validation"][self.metric] >= self.reference - drop - 1e-12:
+                    and within_drop(candidate["validation"][self.metric], self.reference, drop):
                 return MATCHED, f"trial {other.number}"
         return None
 
@@ -285,7 +286,8 @@ def _not_promoted(record: dict, records: list[dict], rate: int) -> tuple[str, st
     mine = next(i for i, r in enumerate(records) if r["key"] == record["key"])
     if record["key"] in best or ranks[mine] == 0:
         return None
-    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick score, compute, size on disk); the best {len(best)} "
+    return (HALVING, f"ranks {order.index(mine) + 1}/{len(records)} on (quick score, compute, size on disk); "
+                     f"the best {len(best)} "
             "and the front go on")
 
 

@@ -8,6 +8,11 @@ from edgeft.compress.candidate import Candidate
 LATENCY_TIE = 0.10
 
 
+def within_drop(value: float, reference: float, max_drop: float) -> bool:
+    """A validation metric no more than `max_drop` below the tuned model's (float noise forgiven)."""
+    return value >= reference - max_drop - 1e-12
+
+
 def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
     """Candidates no other beats on both the validation metric (higher) and p50 latency (lower)."""
     def beats(other: Candidate, mine: Candidate) -> bool:
@@ -25,14 +30,14 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
     `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
     drop and the memory budget; p50s within LATENCY_TIE of the fastest are one speed, and of those the best
     validation metric wins (one just inside the drop on validation is the likelier to be outside it on test), then
-    the smaller file. When nothing meets every constraint, the fastest within the drop (and the memory budget, when any fits it) is
-    returned and the reason says so; with no candidate at all, None.
+    the smaller file. When nothing meets every constraint, the fastest within the drop (and the memory budget, when
+    any fits it) is returned and the reason says so; with no candidate at all, None.
     """
     if not candidates:
         return None, "no candidate could be measured"
 
     def fits(c: Candidate, latency: bool = True) -> bool:
-        return (c.validation[metric] >= reference - max_drop - 1e-12
+        return (within_drop(c.validation[metric], reference, max_drop)
                 and (c.peak_rss_mb is None or c.peak_rss_mb <= memory_mb)
                 and (not latency or c.latency.p50_ms <= budget_ms))
 
@@ -51,6 +56,6 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
     if pool:
         return min(pool, key=key), reason
     near = [c for c in candidates if fits(c, latency=False)] or [
-        c for c in candidates if c.validation[metric] >= reference - max_drop - 1e-12] or candidates
+        c for c in candidates if within_drop(c.validation[metric], reference, max_drop)] or candidates
     best = min(near, key=lambda c: (c.latency.p50_ms, c.model_bytes))
     return best, f"nothing meets every constraint ({reason}); chose the fastest within the drop"
