@@ -103,7 +103,7 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     """Front and best on validation; the test split once, for the front (and the best)."""
     from edgeft.compress import scoring
     from edgeft.compress.search import baseline_params, candidates_of, searched_seconds
-    from edgeft.compress.select import choose, pareto_front
+    from edgeft.compress.select import choose, latency_tie, pareto_front
 
     setup, profile = search.setup, search.profile
     config, metric = setup.config, search.metric
@@ -115,8 +115,9 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     budget_ms = config.budget_ms or profile.latency_budget_p50_ms
     memory_mb = config.memory_mb or profile.memory_budget_mb
     candidates, remeasured = _remeasure(candidates, search, reference[metric])
+    tie = latency_tie(((remeasured or {}).get("aa") or {}).get("ci"))
     best, reason = choose(candidates, metric, reference[metric], budget_ms, memory_mb, config.max_metric_drop,
-                          config.objective)
+                          config.objective, tie)
     front = pareto_front(candidates, metric)
     tested = {c.bundle for c in front} | {best.bundle}
     if search.splits.test is not None:
@@ -134,7 +135,7 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     summary = {
         "run": str(setup.run_dir), "target": profile.name, "metric": metric, "best": best.name, "reason": reason,
         "budget_ms": budget_ms, "budget_statistic": "p50", "memory_mb": memory_mb,
-        "max_metric_drop": config.max_metric_drop, "objective": config.objective,
+        "max_metric_drop": config.max_metric_drop, "objective": config.objective, "latency_tie": tie,
         "reference": {"validation": reference["validation"], "test": reference.get("test")},
         "seconds": seconds, "searched_seconds": searched_seconds(study), "storage": setup.storage,
         "study": setup.study_name, "remeasured": remeasured,

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from edgeft.compress.candidate import Candidate
 
-# Latencies this close are one speed: a single search-time measurement varies more than this between processes.
+# Latencies this close are one speed at least: a single search-time measurement varies more than this between
+# processes. When the finalists are re-timed together, the A/A row's spread widens it (`latency_tie`).
 LATENCY_TIE = 0.10
+
+
+def latency_tie(aa_ci: tuple[float, float] | list[float] | None) -> float:
+    """The relative p50 difference that is one speed: what the harness shows between two rows of the same bundle
+    (the upper end of the A/A ratio's interval), never less than LATENCY_TIE."""
+    if not aa_ci:
+        return LATENCY_TIE
+    return max(LATENCY_TIE, max(aa_ci) - 1.0, 1.0 / max(min(aa_ci), 1e-9) - 1.0)
 
 
 def within_drop(value: float, reference: float, max_drop: float) -> bool:
@@ -23,12 +32,12 @@ def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
 
 
 def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms: float, memory_mb: float,
-           max_drop: float, objective: str = "metric") -> tuple[Candidate | None, str]:
+           max_drop: float, objective: str = "metric", tie: float = LATENCY_TIE) -> tuple[Candidate | None, str]:
     """The best candidate by validation metrics and why it was chosen.
 
     `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
     `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
-    drop and the memory budget; p50s within LATENCY_TIE of the fastest are one speed, and of those the best
+    drop and the memory budget; p50s within `tie` of the fastest are one speed, and of those the best
     validation metric wins (one just inside the drop on validation is the likelier to be outside it on test), then
     the smaller file. When nothing meets every constraint, the fastest within the drop (and the memory budget, when
     any fits it) is returned and the reason says so; with no candidate at all, None.
@@ -44,9 +53,9 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
     if objective == "latency":
         pool = [c for c in candidates if fits(c, latency=False)]
         fastest = min((c.latency.p50_ms for c in pool), default=0.0)
-        pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + LATENCY_TIE)]
+        pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + tie)]
         key = lambda c: (-c.validation[metric], c.model_bytes, c.latency.p50_ms)  # noqa: E731
-        reason = (f"fastest (p50; within {LATENCY_TIE:.0%} is one speed: then the better {metric}, then the smaller "
+        reason = (f"fastest (p50; within {tie:.0%} is one speed: then the better {metric}, then the smaller "
                   f"file) within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB")
     else:
         pool = [c for c in candidates if fits(c)]

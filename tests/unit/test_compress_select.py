@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import optuna
+import pytest
 
 from edgeft.compress.candidate import Candidate, Latency
 from edgeft.compress.search import Converged, _not_promoted, _pareto_ranks
-from edgeft.compress.select import choose, pareto_front
+from edgeft.compress.select import LATENCY_TIE, choose, latency_tie, pareto_front
 
 
 def _candidate(trial, validation, p50, test=None, size=10e6, rss=100.0):
@@ -60,6 +61,26 @@ def test_latency_objective_takes_the_more_accurate_among_equally_fast():
                           objective="latency")
     # assert: the more accurate, and of the two equally accurate the smaller file
     assert best.trial == 0 and "better accuracy, then the smaller file" in reason
+
+
+def test_a_wider_aa_spread_makes_more_candidates_one_speed():
+    # setup: 1 is 24% slower than 0, as accurate, and less than half its size
+    rows = [_candidate(0, 0.927, 0.46, size=19.2e6), _candidate(1, 0.927, 0.575, size=8.2e6)]
+    # execute: the default tie, then the tie of a re-timing whose A/A row read 1.15 [1.00, 1.31]
+    narrow, _ = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                       objective="latency")
+    tie = latency_tie([1.00, 1.31])
+    wide, reason = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                          objective="latency", tie=tie)
+    # assert
+    assert narrow.trial == 0 and wide.trial == 1 and "within 31% is one speed" in reason
+
+
+def test_latency_tie_from_the_aa_interval():
+    assert latency_tie(None) == LATENCY_TIE
+    assert latency_tie([0.98, 1.04]) == LATENCY_TIE  # a tight A/A never narrows the floor
+    assert latency_tie([1.0, 1.31]) == pytest.approx(0.31)
+    assert latency_tie([0.8, 1.1]) == pytest.approx(0.25)  # 1/0.8: the same spread seen from the other row
 
 
 def test_budget_memory_and_fallback():
