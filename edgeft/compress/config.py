@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from edgeft.bench.protocol import ROUNDS
 from edgeft.compress import distill as distill_pass
 from edgeft.compress import export as export_pass
 from edgeft.compress import prune as prune_pass
@@ -87,10 +88,10 @@ class BenchSpec(Strict):
     """Untimed runs before timing."""
     texts: PositiveInt = 64
     """Real validation texts cycled through while timing (the same texts for every candidate)."""
-    final_rounds: PositiveInt = 3
+    final_rounds: PositiveInt = ROUNDS
     """Before the choice, the candidates it is among (within the metric drop, and the front) are timed again
     together: this many interleaved rounds, a fresh process per candidate each, so load that changed during a long
-    search cannot decide it."""
+    search cannot decide it. Default: `edgeft bench`'s protocol, so the choice rests on what a benchmark reports."""
 
 
 class CompressConfig(Strict):
