@@ -45,6 +45,7 @@ SCREENING = "screening: the first students are scored before any is distilled"
 HALVING = "successive halving: not among the most promising students"
 MATCHED = "a no larger student is already within the metric drop"
 OVERRUN = "would overrun the time budget"
+FAILED = "failed"  # a pass or the measurement raised: `failed: <message>`; its settings are not tried again
 POLL_SECONDS = 5.0
 RUN_SECONDS = "run_seconds:"  # study attribute prefix: one per run of the study
 
@@ -129,6 +130,20 @@ class Search:
             trial.set_user_attr("candidate", {**twin.user_attrs["candidate"], "trial": trial.number})
             trial.set_user_attr("reused", twin.number)
             return tuple(twin.values)
+        failed = self._failed_twin(trial)
+        if failed is not None:  # a deterministic failure (an export that does not verify) would repeat
+            trial.set_user_attr("stopped", failed.user_attrs["stopped"])
+            raise optuna.TrialPruned(f"trial {failed.number} {failed.user_attrs['stopped']}")
+        try:
+            return self._run_chain(trial, configs)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # noqa: BLE001 - recorded on the trial, shown in the report
+            message = " ".join(str(error).split())[:300] or type(error).__name__
+            trial.set_user_attr("stopped", f"{FAILED}: {message}")
+            raise optuna.TrialPruned(message) from error
+
+    def _run_chain(self, trial: optuna.Trial, configs: dict) -> tuple[float, float]:
         key, folder, chain = self.teacher_key, self.teacher_dir, []
         for name, config in configs.items():
             if config is None:
@@ -238,6 +253,12 @@ class Search:
     def _finished_twin(self, trial: optuna.Trial):
         for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if other.params == trial.params and "candidate" in other.user_attrs:
+                return other
+        return None
+
+    def _failed_twin(self, trial: optuna.Trial):
+        for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+            if other.params == trial.params and str(other.user_attrs.get("stopped", "")).startswith(FAILED):
                 return other
         return None
 

@@ -52,14 +52,38 @@ def model_config(config, context_length: int):
                            lm_head_share_weight_with_embedding=bool(config.tie_word_embeddings))
 
 
+def _generative_api():
+    """litert-torch's converter, model builder and ExportConfig. Its layers import TensorFlow's flatbuffer schema
+    (used only to edit LoRA weights inside a .tflite file); TensorFlow is not installed (STACK.md), so the same
+    schema module from ai-edge-litert stands in while they import, and the stand-ins are removed afterwards."""
+    import importlib.util
+    import sys
+    import types
+
+    try:
+        stand_ins = {}
+        if importlib.util.find_spec("tensorflow") is None:
+            from ai_edge_litert import schema_py_generated
+
+            stand_ins = {name: types.ModuleType(name) for name in ("tensorflow", "tensorflow.lite",
+                                                                     "tensorflow.lite.python")}
+            stand_ins["tensorflow.lite.python.schema_py_generated"] = schema_py_generated
+            sys.modules.update(stand_ins)
+        try:
+            from litert_torch.generative.utilities import converter, model_builder
+            from litert_torch.generative.utilities.export_config import ExportConfig
+        finally:
+            for name in stand_ins:
+                sys.modules.pop(name, None)
+    except ImportError:
+        raise missing_extra("Causal-LM TFLite export", "tflite") from None
+    return converter, model_builder, ExportConfig
+
+
 def write(model_dir: Path, folder: Path, precision: str, config, context_length: int, workdir: Path
           ) -> tuple[list[str], dict]:
     """model.tflite at `precision`, and the manifest's `decoder` fields that describe its signatures and cache."""
-    try:
-        from litert_torch.generative.utilities import converter, model_builder
-        from litert_torch.generative.utilities.export_config import ExportConfig
-    except ImportError:
-        raise missing_extra("Causal-LM TFLite export", "tflite") from None
+    converter, model_builder, ExportConfig = _generative_api()
     rope_scaling = getattr(config, "rope_scaling", None)
     if rope_scaling and rope_scaling.get("rope_type", rope_scaling.get("type")) not in (None, "default"):
         raise EdgeftError(f"--format tflite: rope scaling {rope_scaling} is not mapped to litert-torch here; use onnx")
