@@ -81,18 +81,22 @@ def export_base(run: Path, formats: list[str], verify: int) -> dict:
     PyTorch on the recipe's first `verify` test prompts with their first reference; into RUN/bundles/."""
     from edgeft.decoders import load_decoder_tokenizer, resolve_decoder
     from edgeft.export.decoder import CONTEXT_LIMIT, export_decoder
+    from edgeft.export.decoder_tflite import cache_length
     from edgeft.tasks.causal_lm import build_prompt_format, generation_spec
 
     recipe, examples = test_examples(verify)
     source = resolve_decoder(recipe.model.name)
-    prompt_format = build_prompt_format(load_decoder_tokenizer(source), generation_spec(recipe))
+    spec = generation_spec(recipe)
+    prompt_format = build_prompt_format(load_decoder_tokenizer(source), spec)
     rows = []
     for item in formats:
         format, precision = item.split("-")
         started = time.perf_counter()
         bundle = export_decoder(source, format, precision, run / "bundles" / item,
                                 examples=[(prompt, refs[0]) for prompt, refs in examples],
-                                prompt_format=prompt_format, context_length=CONTEXT_LIMIT, min_agreement=0.5)
+                                prompt_format=prompt_format, context_length=CONTEXT_LIMIT, min_agreement=0.5,
+                                scoring_tokens=spec.max_new_tokens,
+                                cache_tokens=cache_length(recipe.data.max_length, spec.max_new_tokens, CONTEXT_LIMIT))
         manifest = json.loads((bundle / "manifest.json").read_text())
         rows.append({"bundle": item, "seconds": round(time.perf_counter() - started, 1),
                      "verification": manifest["verification"]})

@@ -90,6 +90,9 @@ def compress(run_dir, target, time_budget, trials, workers, storage, resume, pas
              max_metric_drop, objective, runs, overrides, remote, output, print_config):
     """Search prune, vocab, distill and export settings of RUN_DIR for a target; choose on validation data.
 
+    A causal LM's search is over its int8/int4 exports (ONNX, OpenVINO), each scored by BLEU in its own runtime
+    and timed per decoded token on this host.
+
     Example usage:
 
         edgeft compress runs/banking77-minilm-lora --target host --time-budget 90m

@@ -50,6 +50,28 @@ def bench_generation(bundles: list[str | Path], threads: int | None = 2, prompt:
     return reports
 
 
+def token_latency(bundles: list[str | Path], threads: int | None, prompt: str | None, new_tokens: int = NEW_TOKENS,
+                  rounds: int = 1, runs: int = RUNS) -> dict[str, dict]:
+    """Milliseconds per decoded token of each bundle, timed as `bench_generation` does (interleaved fresh
+    processes): p50 and p90 over every generation's mean, the samples, peak RSS and model bytes; keyed by the
+    bundle path as given. What a compression candidate's latency is for a generating model."""
+    import numpy as np
+
+    from edgeft.runtime.bench import model_bytes
+
+    result = {}
+    for report in bench_generation(bundles, threads=threads, prompt=prompt, new_tokens=new_tokens, rounds=rounds,
+                                   runs=runs):
+        samples = [1000.0 / sample["decode_tokens_per_s"] for entry in report["raw"] for sample in entry["samples"]]
+        p50, p90 = np.percentile(samples, [50, 90])
+        result[report["bundle"]] = {
+            "p50_ms": float(p50), "p90_ms": float(p90), "samples_ms": samples, "peak_rss_mb": report["peak_rss_mb"],
+            "model_bytes": model_bytes(Path(report["bundle"])),
+            "source": f"measured:host (ms per decoded token, {report['prompt_tokens']}-token prompt, "
+                      f"{new_tokens} new tokens, {rounds} round(s) of {runs} generations)"}
+    return result
+
+
 def render(reports: list[dict]) -> str:
     """A Markdown table: one row per bundle, medians with their 95% intervals."""
     lines = ["| bundle | prompt tokens | new tokens | TTFT ms | prompt tok/s | decode tok/s p50 [95% CI] | decode p90 "

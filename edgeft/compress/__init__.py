@@ -34,14 +34,9 @@ def resolve_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] =
     import yaml
     from pydantic import ValidationError
 
-    from edgeft.export.decoder import decoder_run
     from edgeft.export.source import resolve
     from edgeft.recipe import _apply_override, describe_errors
 
-    if decoder_run(run_dir):
-        raise EdgeftError(f"{run_dir}: a causal LM; compress does not search generating models yet. Build its "
-                          "int8/int4 bundles with `edgeft export RUN --format onnx|openvino --precision int8|int4` "
-                          "(each verified against PyTorch) and compare them with `edgeft bench`")
     source = resolve(run_dir)
     section = {}
     if source.recipe is not None:
@@ -116,8 +111,8 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     memory_mb = config.memory_mb or profile.memory_budget_mb
     candidates, remeasured = _remeasure(candidates, search, reference[metric])
     tie = latency_tie(((remeasured or {}).get("aa") or {}).get("ci"))
-    best, reason = choose(candidates, metric, reference[metric], budget_ms, memory_mb, config.max_metric_drop,
-                          config.objective, tie)
+    best, reason = choose(candidates, metric, reference[metric], budget_ms, memory_mb, search.max_drop,
+                          config.objective, tie, search.task.metric_scale)
     front = pareto_front(candidates, metric)
     tested = {c.bundle for c in front} | {best.bundle}
     if search.splits.test is not None:
@@ -135,7 +130,9 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     summary = {
         "run": str(setup.run_dir), "target": profile.name, "metric": metric, "best": best.name, "reason": reason,
         "budget_ms": budget_ms, "budget_statistic": "p50", "memory_mb": memory_mb,
-        "max_metric_drop": config.max_metric_drop, "objective": config.objective, "latency_tie": tie,
+        "max_metric_drop": config.max_metric_drop, "metric_scale": search.task.metric_scale,
+        "objective": config.objective, "latency_tie": tie,
+        "latency_unit": "ms per decoded token" if search.task.generates else "ms per call, batch 1",
         "reference": {"validation": reference["validation"], "test": reference.get("test")},
         "seconds": seconds, "searched_seconds": searched_seconds(study), "storage": setup.storage,
         "study": setup.study_name, "remeasured": remeasured,
@@ -164,8 +161,10 @@ def _remeasure(candidates: list, search, reference: float) -> tuple[list, dict |
     config, metric = search.setup.config, search.metric
     if not all(c.latency.source.startswith("measured") for c in candidates):
         return candidates, None
-    close = {c.bundle for c in candidates if within_drop(c.validation[metric], reference, config.max_metric_drop)}
+    close = {c.bundle for c in candidates if within_drop(c.validation[metric], reference, search.max_drop)}
     chosen = [c for c in candidates if c.bundle in close | {f.bundle for f in pareto_front(candidates, metric)}]
+    if search.task.generates:
+        return _retime_generation(candidates, chosen, search)
     remote = search.setup.remote or search.profile.ssh  # where the search measured (as `edgeft.bench.bench`)
     result = compare([bundle_row(c.bundle, c.name) for c in chosen], rounds=config.bench.final_rounds,
                      seconds=SEARCH_SECONDS, runs=config.bench.runs, warmup=config.bench.warmup,
@@ -185,6 +184,18 @@ def _remeasure(candidates: list, search, reference: float) -> tuple[list, dict |
                      "aa": {key: aa.get(key) for key in ("row", "value", "ci")}, "machine": result["machine"]}
 
 
+def _retime_generation(candidates: list, chosen: list, search) -> tuple[list, dict]:
+    """The finalists of a generating model timed again together per decoded token (interleaved fresh processes)."""
+    from edgeft.compress.candidate import Latency
+    from edgeft.compress.search import token_latencies
+
+    rounds = search.setup.config.bench.final_rounds
+    timed = token_latencies([c.bundle for c in chosen], search, rounds=rounds)
+    updated = [replace(c, latency=Latency(row["p50_ms"], row["p90_ms"], row["source"], tuple(row["samples_ms"])))
+               if (row := timed.get(str(c.bundle))) else c for c in candidates]
+    return updated, {"candidates": [c.name for c in chosen], "rounds": rounds, "aa": {}}
+
+
 def _pass_effects(front: list, tuned: dict, metric: str) -> list[dict]:
     """Each front candidate against the tuned model exported to the same format and precision."""
     return [
@@ -201,7 +212,7 @@ def _write(work: Path, output: Path, summary: dict, candidates: list, front: lis
 
     best = next(c for c in candidates if c.name == summary["best"])
     shutil.copytree(best.bundle, work / "best")
-    plot_pareto(candidates, front, summary["metric"], summary["budget_ms"], work / "pareto.png",
+    plot_pareto(candidates, front, summary, work / "pareto.png",
                 f"{Path(summary['run']).name} on {summary['target']}")
     write_report(work / "report.md", summary, candidates, front)
     (work / "candidates.json").write_text(json.dumps(

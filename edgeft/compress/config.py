@@ -112,7 +112,8 @@ class CompressConfig(Strict):
     memory_mb: PositiveFloat | None = None
     """Memory budget (peak RSS), MiB; None: the profile's `memory_budget_mb`."""
     max_metric_drop: NonNegativeFloat = Field(0.01, le=1.0)
-    """Largest accepted loss of the task metric against the tuned model on validation (0.01 = one point)."""
+    """Largest accepted loss of the task metric against the tuned model on validation, as a fraction of the
+    metric's full scale: 0.01 = one point (of accuracy or F1; of BLEU, whose scale is 0-100)."""
     objective: Literal["latency", "metric"] = "latency"
     """`latency`: the fastest (p50) within the metric drop and memory budget, the usual edge goal; `metric`: the
     best validation metric within the latency and memory budgets and the drop."""

@@ -45,6 +45,31 @@ class Space(Strict):
 COSTLY = False
 
 
+def for_task(profile, space: Space, task):
+    """The device profile with only the `quantization` pairs the task's exporter offers (a decoder has no TFLite
+    path here, a classifier no weight-only one), and `space.targets` checked against them.
+
+    Raises:
+        EdgeftError: a `targets` pair the exporter does not offer, or no pair left to try.
+    """
+    from edgeft.errors import EdgeftError
+
+    def offered(pair: str) -> bool:
+        format, _, precision = pair.partition("-")
+        return precision in task.export_precisions.get(format, ())
+
+    offer = ", ".join(f"{f}-{p}" for f, precisions in task.export_precisions.items() for p in precisions)
+    wrong = [pair for pair in space.targets or () if not offered(pair)]
+    if wrong:
+        raise EdgeftError([f"compress.export.targets: {task.name} models do not export to {pair} (offered: {offer})"
+                           for pair in wrong])
+    pairs = [pair for pair in profile.quantization if offered(pair)]
+    if not (space.targets or pairs):
+        raise EdgeftError(f"device {profile.name}: none of its quantization pairs ({', '.join(profile.quantization)}) "
+                          f"exports a {task.name} model; set compress.export.targets (offered: {offer})")
+    return profile.model_copy(update={"quantization": pairs})
+
+
 def run(model_dir: Path, config: Config, out_dir: Path, context) -> Path:
     """The pass: a verified bundle of the classifier in `model_dir` at `out_dir`."""
     from edgeft.export import export

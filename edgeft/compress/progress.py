@@ -7,6 +7,7 @@ import time
 
 import optuna
 
+from edgeft.compress.select import format_metric
 from edgeft.console import is_terminal
 
 FRONT_SHOWN = 4
@@ -37,7 +38,8 @@ class SearchProgress:
         # a trial that repeated finished settings carries its twin's values: show each point once
         front = sorted((t for t in study.best_trials if "reused" not in t.user_attrs),
                        key=lambda t: t.values[1]) if complete else []
-        shown = ", ".join(f"{t.values[0]:.2%}@{t.values[1]:.2f}ms" for t in front[:FRONT_SHOWN])
+        scale = study.user_attrs.get("metric_scale", 1.0)
+        shown = ", ".join(f"{format_metric(t.values[0], scale)}@{t.values[1]:.2f}ms" for t in front[:FRONT_SHOWN])
         more = f" +{len(front) - FRONT_SHOWN}" if len(front) > FRONT_SHOWN else ""
         left = f", {max(self.deadline - time.time(), 0) / 60:.0f} min left" if self.deadline else ""
         count = f"{len(done)}/{self.trials}" if self.trials else f"{len(done)}"

@@ -11,7 +11,9 @@ BATCH = 32
 
 
 def model_metrics(task, model_dir: Path, split, labels: list[str]) -> dict:
-    """The task's metrics of a PyTorch model folder on a raw split."""
+    """The task's metrics of a PyTorch model folder on a raw split (a generating task scores by generating)."""
+    if task.generates:
+        return task.model_metrics(model_dir, split)
     import torch
 
     from edgeft.models import load_classifier, load_tokenizer

@@ -32,6 +32,7 @@ from pathlib import Path
 import optuna
 
 from edgeft.compress import engine, scoring
+from edgeft.compress import export as export_pass
 from edgeft.compress.candidate import Candidate, Latency
 from edgeft.compress.config import CompressConfig
 from edgeft.compress.passes import LAST, PASSES, PassContext
@@ -44,6 +45,7 @@ SCREENING = "screening: the first students are scored before any is distilled"
 HALVING = "successive halving: not among the most promising students"
 MATCHED = "a no larger student is already within the metric drop"
 OVERRUN = "would overrun the time budget"
+FAILED = "failed"  # a pass or the measurement raised: `failed: <message>`; its settings are not tried again
 POLL_SECONDS = 5.0
 RUN_SECONDS = "run_seconds:"  # study attribute prefix: one per run of the study
 
@@ -85,7 +87,7 @@ class Search:
     """One process's view of the search: the data, the profile, the passes' context and the objective."""
 
     def __init__(self, setup: SearchSetup):
-        from edgeft.devices import load_profile
+        from edgeft.devices import HOST, load_profile
         from edgeft.export.source import read_lock, resolve
         from edgeft.tasks import get_task
 
@@ -95,7 +97,12 @@ class Search:
         self.task = get_task(recipe.model.task)
         self.metric = self.task.metric
         self.splits = self.task.load_splits(recipe.data, recipe.training.seed)
-        self.profile = load_profile(setup.target)
+        self.profile = export_pass.for_task(load_profile(setup.target), self.config.export, self.task)
+        # The metric drop in the metric's units: 0.01 of its full scale is one point (of accuracy, or of BLEU).
+        self.max_drop = self.config.max_metric_drop * self.task.metric_scale
+        if self.task.generates and (self.profile.name != HOST or self.profile.ssh or setup.remote):
+            raise EdgeftError(f"--target {setup.target}: a generating model's speed is measured on this host only "
+                              "(no estimate or remote timing per decoded token yet); use --target host")
         self.teacher_dir, self.teacher_key = source.model_dir, engine.model_key(source.model_dir)
         # The task says which passes apply (e.g. no vocabulary pruning where it is not exact); export always does.
         self.passes = [name for name in self.config.passes if name in self.task.passes or name == LAST]
@@ -109,7 +116,8 @@ class Search:
         self.context = PassContext(self.teacher_dir, self.splits, self.validation, calibration)
         self.export_choices = self.config.export.choices(self.profile)
         self.reference = float("inf")  # the tuned model's validation metric, read from the study once it exists
-        self.prior_rate = _tuning_rate(source.run_dir, self.teacher_dir)
+        costly = any(PASSES[name].COSTLY for name in self.passes)
+        self.prior_rate = _tuning_rate(source.run_dir, self.teacher_dir) if costly else None
 
     # --- the objective -------------------------------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:
@@ -122,6 +130,20 @@ class Search:
             trial.set_user_attr("candidate", {**twin.user_attrs["candidate"], "trial": trial.number})
             trial.set_user_attr("reused", twin.number)
             return tuple(twin.values)
+        failed = self._failed_twin(trial)
+        if failed is not None:  # a deterministic failure (an export that does not verify) would repeat
+            trial.set_user_attr("stopped", failed.user_attrs["stopped"])
+            raise optuna.TrialPruned(f"trial {failed.number} {failed.user_attrs['stopped']}")
+        try:
+            return self._run_chain(trial, configs)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # noqa: BLE001 - recorded on the trial, shown in the report
+            message = " ".join(str(error).split())[:300] or type(error).__name__
+            trial.set_user_attr("stopped", f"{FAILED}: {message}")
+            raise optuna.TrialPruned(message) from error
+
+    def _run_chain(self, trial: optuna.Trial, configs: dict) -> tuple[float, float]:
         key, folder, chain = self.teacher_key, self.teacher_dir, []
         for name, config in configs.items():
             if config is None:
@@ -143,8 +165,11 @@ class Search:
 
         quality = scoring.bundle_metrics(bundle, self.validation, threads=self.profile.threads)
         spec = self.config.bench
-        report = bench(bundle, self.profile, runs=spec.runs, warmup=spec.warmup, texts=self.bench_texts,
-                       remote=self.setup.remote)
+        if self.task.generates:
+            report = token_latencies([bundle], self, rounds=1)[str(bundle)]
+        else:
+            report = bench(bundle, self.profile, runs=spec.runs, warmup=spec.warmup, texts=self.bench_texts,
+                           remote=self.setup.remote)
         latency = Latency(report["p50_ms"], report["p90_ms"], report["source"],
                           tuple(report.get("samples_ms") or ()))
         return Candidate(number, chain, settings, bundle, export.format, export.precision, quality, latency,
@@ -181,8 +206,7 @@ class Search:
         # tuned model.
         # "No larger" in compute and in file size: a student as fast but smaller on disk (fewer vocabulary rows)
         # can still improve what ships.
-        drop = (self.config.max_metric_drop * self.config.search.match_fraction
-                if self.config.objective == "latency" else 0.0)
+        drop = self.max_drop * self.config.search.match_fraction if self.config.objective == "latency" else 0.0
         known = _students(trials, self.setup.cache)
         for other in trials:
             gate, candidate = other.user_attrs.get("gate"), other.user_attrs.get("candidate")
@@ -232,6 +256,12 @@ class Search:
                 return other
         return None
 
+    def _failed_twin(self, trial: optuna.Trial):
+        for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+            if other.params == trial.params and str(other.user_attrs.get("stopped", "")).startswith(FAILED):
+                return other
+        return None
+
     def _queue_other_targets(self, trial: optuna.Trial) -> None:
         """The costly student is built: measure it in every other format x precision of the target too."""
         seen = [t.params for t in trial.study.get_trials(deepcopy=False)]
@@ -239,6 +269,19 @@ class Search:
             params = {**trial.params, LAST: choice}
             if params not in seen:
                 trial.study.enqueue_trial(params, skip_if_exists=True)
+
+
+def token_latencies(bundles: list[Path], search: Search, rounds: int) -> dict[str, dict]:
+    """A generating model's latency: milliseconds per decoded token, timed on this host with a real validation
+    prompt, for the recipe's generation length."""
+    import json
+
+    from edgeft.bench.generation import token_latency
+    from edgeft.decoders import GENERATION_FILE
+
+    settings = json.loads((search.teacher_dir / GENERATION_FILE).read_text())
+    return token_latency(bundles, search.profile.threads, search.bench_texts[0], settings["max_new_tokens"],
+                         rounds=rounds)
 
 
 def _cost(folder: Path) -> int:
@@ -348,6 +391,7 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
         reference = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
         study.set_user_attr("reference", reference)
         study.set_user_attr("metric", search.metric)
+        study.set_user_attr("metric_scale", search.task.metric_scale)
         for params in baseline_params(setup.config, search.passes, search.export_choices):
             study.enqueue_trial(params, skip_if_exists=True)
     search.reference = study.user_attrs["reference"][search.metric]

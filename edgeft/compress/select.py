@@ -17,6 +17,16 @@ def latency_tie(aa_ci: tuple[float, float] | list[float] | None) -> float:
     return max(LATENCY_TIE, max(aa_ci) - 1.0, 1.0 / max(min(aa_ci), 1e-9) - 1.0)
 
 
+def format_metric(value: float, scale: float = 1.0) -> str:
+    """A metric value as people read it: a fraction as a percentage, a 0-100 score (BLEU) as it is."""
+    return f"{value:.2%}" if scale == 1.0 else f"{value:.2f}"
+
+
+def points(drop: float, scale: float = 1.0) -> str:
+    """A metric difference in points (hundredths of the metric's full scale)."""
+    return f"{drop / scale * 100:.1f} point{'s' if drop / scale * 100 != 1 else ''}"
+
+
 def within_drop(value: float, reference: float, max_drop: float) -> bool:
     """A validation metric no more than `max_drop` below the tuned model's (float noise forgiven)."""
     return value >= reference - max_drop - 1e-12
@@ -32,14 +42,16 @@ def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
 
 
 def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms: float, memory_mb: float,
-           max_drop: float, objective: str = "metric", tie: float = LATENCY_TIE) -> tuple[Candidate | None, str]:
+           max_drop: float, objective: str = "metric", tie: float = LATENCY_TIE, scale: float = 1.0
+           ) -> tuple[Candidate | None, str]:
     """The best candidate by validation metrics and why it was chosen.
 
     `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
     `reference` (the tuned model's validation metric), ties to the smaller file. `latency`: the fastest within the
     drop and the memory budget; p50s within `tie` of the fastest are one speed, and of those the best
     validation metric wins (one just inside the drop on validation is the likelier to be outside it on test), then
-    the smaller file. When nothing meets every constraint, the fastest within the drop (and the memory budget, when
+    the smaller file. `max_drop` is in the metric's units, `scale` its full scale (for the reason's wording).
+    When nothing meets every constraint, the fastest within the drop (and the memory budget, when
     any fits it) is returned and the reason says so; with no candidate at all, None.
     """
     if not candidates:
@@ -56,12 +68,12 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
         pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + tie)]
         key = lambda c: (-c.validation[metric], c.model_bytes, c.latency.p50_ms)  # noqa: E731
         reason = (f"fastest (p50; within {tie:.0%} is one speed: then the better {metric}, then the smaller "
-                  f"file) within {max_drop:.1%} {metric} drop on validation and {memory_mb:g} MiB")
+                  f"file) within {points(max_drop, scale)} {metric} drop on validation and {memory_mb:g} MiB")
     else:
         pool = [c for c in candidates if fits(c)]
         key = lambda c: (-c.validation[metric], c.model_bytes)  # noqa: E731
-        reason = (f"best validation {metric} within {budget_ms:g} ms p50, {memory_mb:g} MiB and {max_drop:.1%} "
-                  f"drop")
+        reason = (f"best validation {metric} within {budget_ms:g} ms p50, {memory_mb:g} MiB and "
+                  f"{points(max_drop, scale)} drop")
     if pool:
         return min(pool, key=key), reason
     near = [c for c in candidates if fits(c, latency=False)] or [

@@ -1,4 +1,5 @@
-"""Export a causal LM to a verified generation bundle: an ONNX decoder with a KV cache, or OpenVINO IR made from it.
+"""Export a causal LM to a verified generation bundle: an ONNX decoder with a KV cache, OpenVINO IR made from it, or
+TFLite with prefill/decode signatures (`edgeft.export.decoder_tflite`, litert-torch's generative path).
 
 optimum exports the decoder-with-past graph (`text-generation-with-past`); ONNX Runtime's quantizers make the int8
 (dynamic) and int4 (MatMulNBits) variants, NNCF the OpenVINO int8/int4 weight compression. Every bundle is run in
@@ -21,13 +22,15 @@ import edgeft
 from edgeft.atomic import promote
 from edgeft.decoders import GENERATION_FILE
 from edgeft.errors import EdgeftError, missing_extra
+from edgeft.export import decoder_tflite
 from edgeft.export import onnx as onnx_export
 from edgeft.export import openvino as openvino_export
 from edgeft.export.source import RECIPE_LOCK, read_lock
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files
 from edgeft.runtime.tokenize import save_tokenizer
 
-PRECISIONS = {"onnx": ("fp32", "int8", "int4"), "openvino": ("fp32", "fp16", "int8", "int4")}
+PRECISIONS = {"onnx": ("fp32", "int8", "int4"), "openvino": ("fp32", "fp16", "int8", "int4"),
+              "tflite": decoder_tflite.PRECISIONS}
 TASK = "causal-lm"
 INPUT_NAMES = ("input_ids", "attention_mask", "position_ids")
 # fp32 graphs reproduce PyTorch up to kernel rounding (optimum measured 2.6e-3 on SmolLM2's logits, STACK.md).
@@ -46,6 +49,8 @@ def export_decoder(
     prompt_format: str,
     context_length: int,
     max_new_tokens: int = 32,
+    scoring_tokens: int = 64,
+    cache_tokens: int = 512,
     greedy_prompts: int = 8,
     min_agreement: float = 0.8,
     progress: bool = True,
@@ -61,6 +66,9 @@ def export_decoder(
         prompt_format: how a prompt becomes the model's input text; `{prompt}` marks the prompt.
         context_length: the most tokens (prompt + generated) the bundle accepts.
         max_new_tokens: greedy tokens compared per prompt.
+        scoring_tokens: the generation length quality is scored at (the recipe's `generation.max_new_tokens`),
+            recorded in the manifest for the bundle's own evaluation.
+        cache_tokens: TFLite only: the fixed KV-cache size, which becomes the bundle's context.
         min_agreement: teacher-forced top-1 agreement a quantized bundle needs (fp32: equal greedy output and
             logits within FP32_MAX_ABS_DIFF).
 
@@ -88,8 +96,15 @@ def export_decoder(
         stage, workdir = Path(tmp) / "bundle", Path(tmp) / "work"
         stage.mkdir()
         step = bar.add_task(f"exporting {format} {precision} (decoder with KV cache)")
-        float_onnx = export_onnx_fp32(model_dir, workdir)
-        files = WRITERS[format](float_onnx, stage, precision)
+        if format == "tflite":  # its own graph builder and a fixed cache: no ONNX in between
+            context_length = min(context_length, cache_tokens)
+            files, fields = decoder_tflite.write(model_dir, stage, precision, model.config, context_length, workdir)
+            section = {**decoder_section(model.config, tokenizer, prompt_format, context_length), **fields}
+        else:
+            float_onnx = export_onnx_fp32(model_dir, workdir)
+            files = WRITERS[format](float_onnx, stage, precision)
+            section = {**decoder_section(model.config, tokenizer, prompt_format, context_length),
+                       **optimum_cache_names(float_onnx)}
         save_tokenizer(tokenizer, stage / TOKENIZER)
         manifest = {
             "task": TASK,
@@ -103,7 +118,7 @@ def export_decoder(
             "runtime_config": openvino_export.FP32_CONFIG if (format, precision) == ("openvino", "fp32") else {},
             "tokenizer": {"max_length": context_length, "add_special_tokens": False,
                           "pad_id": int(tokenizer.pad_token_id or 0), "pad_token": tokenizer.pad_token},
-            "decoder": decoder_section(model.config, tokenizer, prompt_format, context_length, float_onnx),
+            "decoder": {**section, "max_new_tokens": scoring_tokens},
             "source": {"model_dir": str(model_dir), "weights": describe_files(
                 model_dir, [p.name for p in sorted(model_dir.glob("*.safetensors"))])},
             "edgeft_version": edgeft.__version__,
@@ -157,7 +172,10 @@ def export_run(source: str | Path, format: str, precision: str, output: str | Pa
         raise EdgeftError(f"--output: {output} exists and is not a bundle; choose another folder")
     return export_decoder(model_dir, format, precision, output, examples=examples,
                           prompt_format=settings["prompt_format"], context_length=CONTEXT_LIMIT,
-                          max_new_tokens=min(settings["max_new_tokens"], 32), min_agreement=min_agreement,
+                          max_new_tokens=min(settings["max_new_tokens"], 32),
+                          scoring_tokens=settings["max_new_tokens"], min_agreement=min_agreement,
+                          cache_tokens=decoder_tflite.cache_length(settings["max_length"], settings["max_new_tokens"],
+                                                                   CONTEXT_LIMIT),
                           progress=progress)
 
 
@@ -193,12 +211,8 @@ def write_openvino(float_onnx: Path, folder: Path, precision: str) -> list[str]:
 WRITERS = {"onnx": write_onnx, "openvino": write_openvino}
 
 
-def decoder_section(config, tokenizer, prompt_format: str, context_length: int, float_onnx: Path) -> dict:
-    """The manifest's `decoder` mapping: what the generation loop needs besides the graph."""
-    import onnx
-
-    graph = onnx.load(str(float_onnx), load_external_data=False).graph
-    past = [item.name for item in graph.input if item.name.startswith("past_key_values.")]
+def decoder_section(config, tokenizer, prompt_format: str, context_length: int) -> dict:
+    """The manifest's `decoder` mapping: what the generation loop needs besides the graph and its cache names."""
     eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     eos = sorted({int(i) for i in eos if i is not None} | {int(tokenizer.eos_token_id)})
     return {
@@ -207,9 +221,16 @@ def decoder_section(config, tokenizer, prompt_format: str, context_length: int, 
         "eos_ids": eos,
         "kv_heads": int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
         "head_dim": int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads),
-        "past_names": past,
-        "present_names": [name.replace("past_key_values.", "present.") for name in past],
     }
+
+
+def optimum_cache_names(float_onnx: Path) -> dict:
+    """The past (input) and present (output) cache tensors of optimum's decoder-with-past graph, in layer order."""
+    import onnx
+
+    graph = onnx.load(str(float_onnx), load_external_data=False).graph
+    past = [item.name for item in graph.input if item.name.startswith("past_key_values.")]
+    return {"past_names": past, "present_names": [name.replace("past_key_values.", "present.") for name in past]}
 
 
 def _sequence(generator, prompt: str, completion: str) -> tuple[list[int], int]:

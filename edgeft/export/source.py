@@ -29,19 +29,24 @@ class Source:
 
 
 def resolve(path: str | Path) -> Source:
-    """Accept `runs/<name>`, `runs/<name>/merged`, or any folder saved by `SequenceClassifier.save`.
+    """Accept `runs/<name>`, `runs/<name>/merged`, or any folder saved by `SequenceClassifier.save` (or a
+    causal-LM run's `merged/`, which holds `generation.json`).
 
     Raises:
         EdgeftError: the folder holds no classifier.
     """
+    from edgeft.decoders import GENERATION_FILE
+
     path = Path(path).expanduser().resolve()
-    if (path / MERGED / CLASSIFIER_CONFIG).is_file():
-        return Source(path / MERGED, path)
-    if (path / CLASSIFIER_CONFIG).is_file():
+    for marker in (CLASSIFIER_CONFIG, GENERATION_FILE):
+        if (path / MERGED / marker).is_file():
+            return Source(path / MERGED, path)
+    if (path / CLASSIFIER_CONFIG).is_file() or (path / GENERATION_FILE).is_file():
         run_dir = path.parent if (path.parent / RECIPE_LOCK).is_file() else None
         return Source(path, run_dir)
     raise EdgeftError(
-        f"RUN_DIR: {path} is neither a run folder (with {MERGED}/{CLASSIFIER_CONFIG}) nor a classifier folder"
+        f"RUN_DIR: {path} is neither a run folder (with {MERGED}/{CLASSIFIER_CONFIG} or {MERGED}/{GENERATION_FILE}) "
+        "nor a model folder"
     )
 
 

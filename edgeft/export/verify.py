@@ -85,7 +85,7 @@ def self_check_entry(texts: list[str], reference: np.ndarray, candidate: np.ndar
     }
 
 
-def evaluate(bundle, examples: list, batch_size: int = 32, threads: int | None = None) -> dict:
+def evaluate(bundle, examples: list, threads: int | None = None) -> dict:
     """Quality of a bundle on its task's examples (e.g. (text, label) pairs), run in its own runtime (no torch).
 
     Raises:
@@ -95,4 +95,4 @@ def evaluate(bundle, examples: list, batch_size: int = 32, threads: int | None =
     from edgeft.tasks import get_task
 
     predictor = load(bundle, threads=threads, self_check=False, trusted_keys=[])
-    return get_task(predictor.task.name).evaluate_predictor(predictor, examples, batch_size)
+    return get_task(predictor.manifest.get("task")).evaluate_predictor(predictor, examples)

@@ -121,22 +121,27 @@ def load_openvino(folder: Path, manifest: dict, threads: int | None) -> Backend:
     return Backend(run, {"openvino": ov.get_version()}, width, OPENVINO_SEQUENCE_MULTIPLE)
 
 
+def tflite_interpreter() -> tuple[type, dict]:
+    """LiteRT's Interpreter class (ai-edge-litert, or the legacy tflite-runtime wheel) and its version."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, {"ai-edge-litert": _version("ai-edge-litert")}
+    except ImportError:
+        try:  # tflite-runtime 2.14 rejects newer op versions and may return zeros: the self-check catches it
+            from tflite_runtime.interpreter import Interpreter
+
+            return Interpreter, {"tflite-runtime": _version("tflite-runtime")}
+        except ImportError:
+            raise missing_extra("Running a TFLite bundle", "tflite-runtime") from None
+
+
 def load_tflite(folder: Path, manifest: dict, threads: int | None) -> Backend:
     """LiteRT (ai-edge-litert), or the legacy tflite-runtime wheel as a fallback; one runner per fixed-shape bucket.
 
     Rows are sent in chunks of the bucket's batch size; `encode` has already padded the rows and the sequence.
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        versions = {"ai-edge-litert": _version("ai-edge-litert")}
-    except ImportError:
-        try:  # tflite-runtime 2.14 rejects newer op versions and may return zeros: the self-check catches it
-            from tflite_runtime.interpreter import Interpreter
-
-            versions = {"tflite-runtime": _version("tflite-runtime")}
-        except ImportError:
-            raise missing_extra("Running a TFLite bundle", "tflite-runtime") from None
+    Interpreter, versions = tflite_interpreter()
     buckets = manifest["buckets"]
 
     def make_runners() -> dict:

@@ -1,7 +1,8 @@
 """Generate text on the device from a causal-LM bundle: numpy, `tokenizers` and one backend, with a KV cache.
 
 The bundle's graph takes `input_ids`, `attention_mask`, `position_ids` and the past keys/values of every layer and
-returns logits and the present keys/values (optimum's decoder-with-past layout). The loop below feeds the prompt
+returns logits and the present keys/values (optimum's decoder-with-past layout; a TFLite bundle's prefill/decode
+signatures are wrapped to the same step). The loop below feeds the prompt
 once (prefill), then one token per step with the cache: greedy (temperature 0) or nucleus sampling.
 
     >>> generator = edgeft.runtime.load("runs/e2e/bundles/onnx-int4")
@@ -78,7 +79,43 @@ def load_openvino_decoder(folder: Path, manifest: dict, threads: int | None) -> 
     return step, {"openvino": ov.get_version()}
 
 
-DECODER_BACKENDS = {"onnx": load_onnx_decoder, "openvino": load_openvino_decoder}
+def load_tflite_decoder(folder: Path, manifest: dict, threads: int | None) -> tuple[Step, dict]:
+    """LiteRT with the bundle's `prefill_<n>` and `decode` signatures over a fixed-size cache (positions are written
+    in place). A prompt is prefilled in chunks of n tokens: a short one padded (padded positions lie after every
+    real one, so causal masking hides them until decoding overwrites them), the last of a long one moved back to
+    end at the prompt's end (its overlap recomputes the same keys and values)."""
+    from edgeft.runtime.backends import tflite_interpreter
+
+    Interpreter, versions = tflite_interpreter()
+    interpreter = Interpreter(model_path=str(folder / "model.tflite"), num_threads=threads)
+    decoder = manifest["decoder"]
+    names, chunk = decoder["past_names"], int(decoder["prefill_tokens"])
+    prefill = interpreter.get_signature_runner(decoder["prefill_signature"])
+    decode = interpreter.get_signature_runner(decoder["decode_signature"])
+
+    def step(input_ids, attention_mask, position_ids, past):
+        ids, positions = input_ids[0].astype(np.int32), position_ids[0].astype(np.int32)
+        cache = dict(zip(names, past))
+        if len(ids) == 1:
+            out = decode(tokens=ids[None], input_pos=positions, **cache)
+            return np.array(out["logits"], copy=True), [np.array(out[name], copy=True) for name in names]
+        pieces, done = [], 0
+        while done < len(ids):
+            start = done if len(ids) - done >= chunk or len(ids) < chunk else len(ids) - chunk
+            tokens = np.zeros((1, chunk), dtype=np.int32)
+            piece = ids[start : start + chunk]
+            tokens[0, : len(piece)] = piece
+            out = prefill(tokens=tokens, input_pos=np.arange(positions[start], positions[start] + chunk,
+                                                             dtype=np.int32), **cache)
+            cache = {name: np.array(out[name], copy=True) for name in names}
+            pieces.append(np.array(out["logits"][0, done - start : len(piece)], copy=True))
+            done = start + len(piece)
+        return np.concatenate(pieces)[None], [cache[name] for name in names]
+
+    return step, versions
+
+
+DECODER_BACKENDS = {"onnx": load_onnx_decoder, "openvino": load_openvino_decoder, "tflite": load_tflite_decoder}
 
 
 def load_generator(bundle_dir: str | Path, threads: int | None = None, self_check: bool | str = True) -> "Generator":
@@ -123,7 +160,9 @@ class Generator:
         self.context_length = int(decoder["context_length"])
         self.prompt_format: str = decoder["prompt_format"]
         self.eos_ids = set(decoder["eos_ids"])
-        self._cache_shape = (1, int(decoder["kv_heads"]), 0, int(decoder["head_dim"]))
+        # optimum's graphs grow the cache from empty; a TFLite bundle's cache has the fixed shape it was exported with
+        self._cache_shape = tuple(decoder.get("cache_shape")
+                                  or (1, int(decoder["kv_heads"]), 0, int(decoder["head_dim"])))
         self._cache_tensors = len(decoder["past_names"])
         self._step = step
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))

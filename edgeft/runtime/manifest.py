@@ -128,8 +128,9 @@ class Manifest(BaseModel):
         names = [spec.name for spec in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError("inputs: duplicate names")
-        if self.format == "tflite" and not self.buckets:
-            raise ValueError("buckets: a TFLite bundle lists its fixed-shape signatures")
+        if self.format == "tflite" and not self.buckets and "decoder" not in (self.model_extra or {}):
+            raise ValueError("buckets: a TFLite bundle lists its fixed-shape signatures (a decoder's prefill and "
+                             "decode signatures are in its `decoder` section)")
         return self
 
 

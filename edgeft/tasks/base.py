@@ -23,6 +23,11 @@ class Task(Protocol):
         name: the recipe's `model.task`, the manifest's and `classifier.json`'s `task`.
         metric: key of the primary quality metric in a metrics dict (`evaluate_predictor`, `split_metrics`);
             higher is better. Checkpoints, early stopping and compression choose on it.
+        metric_scale: the metric's full scale: 1.0 for a fraction (accuracy, F1), 100.0 for BLEU. A point is a
+            hundredth of it; compression's `max_metric_drop` is a fraction of it (0.01 = one point).
+        export_precisions: format -> precisions the exporter offers this task's models.
+        generates: whether the model generates text: its quality is measured by generating (`model_metrics`) and
+            its latency per decoded token, not per call.
         passes: names of the compression passes that apply (e.g. no vocabulary pruning where it is not exact).
         output_axes: axis names of the exported graph's one output, `logits` (e.g. ("batch", "labels")).
         runtime: the device half (`edgeft.runtime.tasks`): prediction rows, results, CLI records.
@@ -31,11 +36,15 @@ class Task(Protocol):
     stages look for instead of the encoder + head path: `checkpoint_metric` ("loss": the Trainer keeps the lowest
     validation loss), `tune(recipe, folder, resume) -> (metrics, log_history, model_source)`, `summarize(recipe)`
     for `--dry-run`, and on its device half `open(folder, manifest, threads, self_check)`, which `edgeft.runtime.load`
-    returns (a generator looping over the graph with a KV cache).
+    returns (a generator looping over the graph with a KV cache). Its `model_metrics(model_dir, split)` scores a
+    PyTorch model folder by generating (compression's reference), and its bundles are timed per decoded token.
     """
 
     name: str
     metric: str
+    metric_scale: float
+    generates: bool
+    export_precisions: dict[str, tuple[str, ...]]
     passes: tuple[str, ...]
     output_axes: tuple[str, ...]
     runtime: Any

@@ -25,15 +25,24 @@ IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 MERGE_TOLERANCE = 1e-3
 MERGE_CHECK_ROWS = 16
 GENERATION_BATCH = 16
+DEFAULT_NEW_TOKENS = 64  # bundles exported before they recorded their scoring length
 
 
 class CausalLM:
     name = "causal-lm"
     metric = "bleu"
+    metric_scale = 100.0  # sacrebleu's scale: one point of BLEU is 1.0
+    generates = True
     checkpoint_metric = "loss"  # the Trainer keeps the checkpoint with the lowest validation loss
     passes = ("quantize",)
     output_axes = ("batch", "sequence", "vocab")
     runtime = device.TASK
+
+    @property
+    def export_precisions(self) -> dict[str, tuple[str, ...]]:
+        from edgeft.export.decoder import PRECISIONS
+
+        return PRECISIONS
 
     def load_splits(self, spec, seed: int):
         """Prompt/completion rows; validation held out by prompt, so no prompt is in both train and validation."""
@@ -92,14 +101,32 @@ class CausalLM:
     def example_text(self, example) -> str:
         return example[0]
 
-    def evaluate_predictor(self, generator, examples: list[tuple[str, list[str]]], max_new_tokens: int = 64) -> dict:
-        """BLEU and ROUGE-L of a loaded bundle's greedy generations (`edgeft.runtime`, no torch)."""
+    def evaluate_predictor(self, generator, examples: list[tuple[str, list[str]]], max_new_tokens: int | None = None
+                           ) -> dict:
+        """BLEU and ROUGE-L of a loaded bundle's greedy generations (`edgeft.runtime`, no torch), at the bundle's
+        scoring length (the recipe's `generation.max_new_tokens`) unless `max_new_tokens` is given."""
         from edgeft.metrics import generation_metrics
 
+        max_new_tokens = max_new_tokens or generator.manifest["decoder"].get("max_new_tokens", DEFAULT_NEW_TOKENS)
         started = time.perf_counter()
         outputs = [generator.generate(prompt, max_new_tokens=max_new_tokens) for prompt, _ in examples]
         scores = generation_metrics(outputs, [refs for _, refs in examples])
         return {**scores, "seconds": round(time.perf_counter() - started, 1)}
+
+    def model_metrics(self, model_dir: Path, split) -> dict:
+        """BLEU and ROUGE-L of a PyTorch model folder (a run's `merged/`) on a split's distinct prompts, greedy, at
+        its `generation.json` scoring length: the reference compression measures its bundles against."""
+        import json
+
+        from edgeft.decoders import load_decoder, load_decoder_tokenizer
+        from edgeft.metrics import generation_metrics
+
+        settings = json.loads((Path(model_dir) / GENERATION_FILE).read_text())
+        model, tokenizer = load_decoder(model_dir), load_decoder_tokenizer(model_dir)
+        examples = self.examples(split)
+        outputs = generate_torch(model, tokenizer, [prompt for prompt, _ in examples], settings["prompt_format"],
+                                 settings["max_new_tokens"])
+        return generation_metrics(outputs, [refs for _, refs in examples])
 
     def card_table(self, metrics: dict) -> list[str]:
         lines = ["| split | BLEU | ROUGE-L | perplexity | prompts |", "| --- | --- | --- | --- | --- |"] + [

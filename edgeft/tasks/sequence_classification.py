@@ -14,9 +14,17 @@ from edgeft.runtime.tasks import sequence_classification as device
 class SequenceClassification:
     name = "sequence-classification"
     metric = "accuracy"
+    metric_scale = 1.0
+    generates = False
     passes = ("prune", "vocab", "distill", "quantize")
     output_axes = ("batch", "labels")
     runtime = device.TASK
+
+    @property
+    def export_precisions(self) -> dict[str, tuple[str, ...]]:
+        from edgeft.export import PRECISIONS
+
+        return PRECISIONS
 
     def load_splits(self, spec, seed: int):
         from edgeft.data import load_splits

@@ -25,9 +25,17 @@ IGNORED = -100  # the label of positions the loss skips (transformers' and PyTor
 class TokenClassification:
     name = "token-classification"
     metric = "f1"
+    metric_scale = 1.0
+    generates = False
     passes = ("prune", "distill", "quantize")
     output_axes = ("batch", "sequence", "labels")
     runtime = device.TASK
+
+    @property
+    def export_precisions(self) -> dict[str, tuple[str, ...]]:
+        from edgeft.export import PRECISIONS
+
+        return PRECISIONS
 
     def load_splits(self, spec, seed: int):
         from edgeft.tagged_data import load_tagged_splits

@@ -172,7 +172,30 @@ def test_generate_refuses_a_prompt_longer_than_the_context(lora_run):
     assert "context holds 256 tokens" in result.output and "Traceback" not in result.output
 
 
-def test_compress_says_what_to_do_for_a_causal_lm(lora_run):
-    result = CliRunner().invoke(main, ["compress", str(lora_run), "--target", "host"])
-    assert result.exit_code == 2
-    assert "causal LM" in result.output and "edgeft export" in result.output
+def test_compress_searches_the_decoder_exports_scored_by_bleu_and_timed_per_token(lora_run):
+    # execute: the search over two of the export pairs a decoder offers
+    result = CliRunner().invoke(main, ["compress", str(lora_run), "--target", "host", "--trials", "4",
+                                       "--set", "export.targets=[onnx-int8,onnx-int4]", "--set", "bench.final_rounds=1"])
+    # assert: every candidate scored by BLEU in its own runtime and timed per decoded token; the front tested once
+    assert result.exit_code == 0, result.output
+    folder = lora_run / "compress" / "host"
+    report = json.loads((folder / "candidates.json").read_text())
+    summary, candidates = report["summary"], report["candidates"]
+    assert summary["metric"] == "bleu" and summary["latency_unit"] == "ms per decoded token"
+    assert {c["precision"] for c in candidates} == {"int8", "int4"}
+    assert all(0 <= c["validation"]["bleu"] <= 100 and c["latency"]["p50_ms"] > 0 for c in candidates)
+    assert all(c["test"] is not None for c in candidates if c["pareto"])
+    assert summary["reference"]["test"] is not None and "point" in summary["reason"]
+    assert "ms per decoded token" in (folder / "report.md").read_text()
+    # the chosen bundle generates through the CLI
+    generated = CliRunner().invoke(main, ["generate", str(folder / "best"), "name[Aromi], food[French]",
+                                          "--max-new-tokens", "8"])
+    assert generated.exit_code == 0, generated.output
+
+
+def test_compress_refuses_a_pair_a_decoder_does_not_export_and_a_device_it_cannot_time(lora_run):
+    unoffered = CliRunner().invoke(main, ["compress", str(lora_run), "--set", "export.targets=[openvino-int8-weights]"])
+    remote = CliRunner().invoke(main, ["compress", str(lora_run), "--target", "rpi4", "--trials", "1"])
+    assert unoffered.exit_code == 2 and "do not export to openvino-int8-weights" in unoffered.output
+    assert remote.exit_code == 2 and "use --target host" in remote.output
+    assert "Traceback" not in unoffered.output + remote.output

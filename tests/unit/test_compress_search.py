@@ -123,3 +123,33 @@ def test_recipe_section_survives_a_merged_folder(run):
 def test_bad_settings_exit_2(run, flags, expected):
     result = CliRunner().invoke(main, ["compress", str(run), "--print-config", *flags])
     assert result.exit_code == 2 and expected in result.output, result.output
+
+
+def test_a_failing_setting_is_recorded_once_and_not_tried_again(run, monkeypatch):
+    # setup: the OpenVINO export fails every time (as an export that does not verify would)
+    from edgeft.compress import export as export_pass
+    from edgeft.errors import EdgeftError
+
+    calls = []
+    real = export_pass.run
+
+    def run_export(model_dir, config, out_dir, context):
+        calls.append(config.format)
+        if config.format == "openvino":
+            raise EdgeftError("openvino int8 failed verification against PyTorch")
+        return real(model_dir, config, out_dir, context)
+
+    monkeypatch.setattr(export_pass, "run", run_export)
+    # execute: export only, two targets, more trials than settings
+    result = CliRunner().invoke(main, ["compress", str(run), "--passes", "export", "--trials", "6", "--runs", "3",
+                                       "--set", "bench.warmup=1", "--set", "bench.texts=4", "--time-budget", "15m",
+                                       "--set", "export.targets=[onnx-int8,openvino-int8]"])
+    # assert: one attempt, the reason on the trial and in the report, the other target chosen
+    assert result.exit_code == 0, result.output
+    assert calls.count("openvino") == 1
+    stopped = [t.user_attrs.get("stopped", "") for t in _study(run).trials]
+    assert any(reason.startswith("failed: openvino int8 failed verification") for reason in stopped)
+    report = (run / "compress" / "host" / "report.md").read_text()
+    assert "failed: openvino int8 failed verification" in report
+    summary = json.loads((run / "compress" / "host" / "candidates.json").read_text())["summary"]
+    assert summary["best"].endswith("onnx-int8")

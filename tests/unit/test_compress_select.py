@@ -131,6 +131,7 @@ def test_waiting_students_are_promoted_smallest_first(tmp_path):
     search.config = CompressConfig.model_validate({"search": {"halving_rate": 3}})
     search.setup = SearchSetup(None, "host", search.config, "", "s", tmp_path, deadline=None)
     search.reference = 1.0
+    search.max_drop = search.config.max_metric_drop  # accuracy: its scale is 1
     # execute
     search.promote_waiting(study)
     search.promote_waiting(study)  # a second call queues nothing twice
@@ -180,7 +181,7 @@ def test_a_student_just_inside_the_drop_does_not_stop_larger_ones(tmp_path):
     search = object.__new__(Search)  # no data needed: the rule reads the trials only
     search.config = CompressConfig.model_validate({"max_metric_drop": 0.01, "objective": "latency"})
     search.setup = SearchSetup(None, "host", search.config, "", "s", tmp_path, deadline=None)
-    search.reference, search.metric = 0.929, "accuracy"
+    search.reference, search.metric, search.max_drop = 0.929, "accuracy", 0.01
 
     def distilled(number, key, cost, size, validation):
         return SimpleNamespace(number=number, user_attrs={
