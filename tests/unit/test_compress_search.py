@@ -17,7 +17,7 @@ from edgeft.cli import main
 # Small and fast: one export target, a 2-step distillation, few timing runs.
 FAST = ["--set", "export.targets=[onnx-int8]", "--set", "distill.settings.max_steps=2", "--set", "distill.epochs=[1]",
         "--set", "search.quick_rows=16", "--runs", "3", "--set", "bench.warmup=1", "--set", "bench.texts=4",
-        "--set", "search.halving_rate=1", "--time-budget", "15m"]
+        "--set", "search.halving_rate=1", "--set", "bench.final_rounds=1", "--time-budget", "15m"]
 
 
 @pytest.fixture
@@ -143,6 +143,7 @@ def test_a_failing_setting_is_recorded_once_and_not_tried_again(run, monkeypatch
     # execute: export only, two targets, more trials than settings
     result = CliRunner().invoke(main, ["compress", str(run), "--passes", "export", "--trials", "6", "--runs", "3",
                                        "--set", "bench.warmup=1", "--set", "bench.texts=4", "--time-budget", "15m",
+                                       "--set", "bench.final_rounds=1",
                                        "--set", "export.targets=[onnx-int8,openvino-int8]"])
     # assert: one attempt, the reason on the trial and in the report, the other target chosen
     assert result.exit_code == 0, result.output

@@ -273,7 +273,8 @@ def test_compress_searches_pruned_and_distilled_taggers(run, tmp_path):
     flags = ["--trials", "2", "--set", "export.targets=[onnx-int8]", "--set", "prune.heads=[0.5]",
              "--set", "prune.ffn=[0.5]", "--set", "prune.layers=[1]", "--set", "distill.epochs=[1]",
              "--set", "distill.settings.max_steps=3", "--set", "search.halving_rate=1", "--runs", "3",
-             "--set", "bench.warmup=1", "--set", "bench.texts=4", "--time-budget", "15m"]
+             "--set", "bench.warmup=1", "--set", "bench.texts=4", "--set", "bench.final_rounds=1",
+             "--time-budget", "15m"]
 
     result = CliRunner().invoke(main, ["compress", str(copy), "--target", "host", *flags])
 
