@@ -40,8 +40,7 @@ def test_examples(prompts: int | None):
 def base(prompts: int | None) -> dict:
     """The base model with the recipe's prompt and no tuning, greedy, in PyTorch."""
     from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
-    from edgeft.metrics import generation_metrics
-    from edgeft.tasks.causal_lm import build_prompt_format, generate_torch, generation_spec
+    from edgeft.tasks.causal_lm import build_prompt_format, generation_spec, greedy_scores
 
     recipe, examples = test_examples(prompts)
     source = resolve_decoder(recipe.model.name)
@@ -49,9 +48,7 @@ def base(prompts: int | None) -> dict:
     spec = generation_spec(recipe)
     prompt_format = build_prompt_format(tokenizer, spec)
     started = time.perf_counter()
-    outputs = generate_torch(load_decoder(source), tokenizer, [p for p, _ in examples], prompt_format,
-                             spec.max_new_tokens)
-    scores = generation_metrics(outputs, [refs for _, refs in examples])
+    scores, outputs = greedy_scores(load_decoder(source), tokenizer, examples, prompt_format, spec.max_new_tokens)
     return {"model": str(source), "prompt_format": prompt_format, "seconds": round(time.perf_counter() - started, 1),
             **scores, "samples": [{"prompt": p, "generated": g} for (p, _), g in list(zip(examples, outputs))[:5]]}
 

@@ -119,14 +119,12 @@ class CausalLM:
         import json
 
         from edgeft.decoders import load_decoder, load_decoder_tokenizer
-        from edgeft.metrics import generation_metrics
 
         settings = json.loads((Path(model_dir) / GENERATION_FILE).read_text())
         model, tokenizer = load_decoder(model_dir), load_decoder_tokenizer(model_dir)
-        examples = self.examples(split)
-        outputs = generate_torch(model, tokenizer, [prompt for prompt, _ in examples], settings["prompt_format"],
-                                 settings["max_new_tokens"])
-        return generation_metrics(outputs, [refs for _, refs in examples])
+        scores, _ = greedy_scores(model, tokenizer, self.examples(split), settings["prompt_format"],
+                                  settings["max_new_tokens"])
+        return scores
 
     def card_table(self, metrics: dict) -> list[str]:
         lines = ["| split | BLEU | ROUGE-L | perplexity | prompts |", "| --- | --- | --- | --- | --- |"] + [
@@ -227,12 +225,9 @@ class CausalLM:
     def score(self, model, tokenizer, split, tokenized, prompt_format: str, spec) -> tuple[dict, list[dict]]:
         """BLEU / ROUGE-L of greedy generations for the split's distinct prompts, completion perplexity, and the
         generations themselves (prompt, generated, first reference)."""
-        from edgeft.metrics import generation_metrics
-
         examples = self.examples(split)[: spec.eval_prompts]
         started = time.perf_counter()
-        outputs = generate_torch(model, tokenizer, [p for p, _ in examples], prompt_format, spec.max_new_tokens)
-        scores = generation_metrics(outputs, [refs for _, refs in examples])
+        scores, outputs = greedy_scores(model, tokenizer, examples, prompt_format, spec.max_new_tokens)
         scores["generation_seconds"] = round(time.perf_counter() - started, 1)
         scores["perplexity"] = perplexity(model, tokenized, self.collator(tokenizer))
         scores["max_new_tokens"] = spec.max_new_tokens
@@ -306,6 +301,15 @@ def generate_torch(model, tokenizer, prompts: list[str], prompt_format: str, max
     finally:
         tokenizer.padding_side = side
     return [text.strip() for text in outputs]
+
+
+def greedy_scores(model, tokenizer, examples: list[tuple[str, list[str]]], prompt_format: str,
+                  max_new_tokens: int) -> tuple[dict, list[str]]:
+    """BLEU / ROUGE-L of PyTorch greedy generations for (prompt, references) examples, and the generations."""
+    from edgeft.metrics import generation_metrics
+
+    outputs = generate_torch(model, tokenizer, [prompt for prompt, _ in examples], prompt_format, max_new_tokens)
+    return generation_metrics(outputs, [refs for _, refs in examples]), outputs
 
 
 def perplexity(model, tokenized, collator, batch_size: int = 16) -> float:
