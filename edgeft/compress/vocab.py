@@ -1,9 +1,11 @@
 """Vocabulary pruning: keep the WordPiece tokens a domain uses and slice the word embeddings to match.
 
 Word embeddings are about half of MiniLM's parameters, and a narrow domain uses a few thousand of its 30,522 tokens.
-The kept vocabulary is: every token the training texts produce, every special/added token, and every single
+The kept vocabulary is: every token the training texts produce, every special/added token, every single
 character with its `##` continuation form, so words never seen in training still split into pieces instead of
-collapsing to [UNK].
+collapsing to [UNK], and the first `keep_top` regular tokens of the vocabulary, so the commonest words outside the
+training texts keep their own embedding (BERT's WordPiece vocabularies list regular tokens by corpus frequency:
+"the", "of", "and", ...; a held-out text split into characters is where pruning loses accuracy).
 
 Why the pruned tokenizer reproduces the original one exactly on any word whose original pieces were all kept:
 WordPiece takes the longest vocabulary prefix at each step. Each original piece is still in the vocabulary, and no
@@ -19,13 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from pydantic import PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from edgeft.errors import EdgeftError
 from edgeft.models import SequenceClassifier
 from edgeft.recipe import Strict
 
 CONTINUATION = "##"
+KEEP_TOP = 0
 
 
 class VocabConfig(Strict):
@@ -33,6 +36,9 @@ class VocabConfig(Strict):
     """Keep a token seen in the training texts at least this many times (1: every token the domain uses)."""
     keep_characters: bool = True
     """Also keep every single character and its `##` form, so unseen words split into pieces, not [UNK]."""
+    keep_top: NonNegativeInt = 0
+    """Also keep the first this many tokens of the vocabulary after its special and single-character block (the
+    commonest words of the pretraining corpus in a BERT WordPiece vocabulary)."""
 
 
 class Space(Strict):
@@ -42,6 +48,8 @@ class Space(Strict):
     """Choices for pruning the vocabulary."""
     min_frequency: PositiveInt = 1
     """As in VocabConfig."""
+    keep_top: NonNegativeInt = KEEP_TOP
+    """As in VocabConfig."""
 
     def off(self) -> dict:
         """The parameters that skip the pass (where the space allows it)."""
@@ -50,7 +58,7 @@ class Space(Strict):
     def sample(self, trial, earlier: dict, profile) -> VocabConfig | None:
         if not trial.suggest_categorical("vocab", self.apply):
             return None
-        return VocabConfig(min_frequency=self.min_frequency)
+        return VocabConfig(min_frequency=self.min_frequency, keep_top=self.keep_top)
 
 
 Config = VocabConfig
@@ -113,7 +121,15 @@ def _kept_ids(tokenizer, vocab: dict[str, int], config: VocabConfig, texts: list
             i for token, i in vocab.items()
             if len(token) == 1 or (token.startswith(CONTINUATION) and len(token) == len(CONTINUATION) + 1)
         }
+    if config.keep_top:
+        regular = sorted(i for token, i in vocab.items() if not _special_or_character(token, tokenizer))
+        keep |= set(regular[: config.keep_top])
     return sorted(keep)
+
+
+def _special_or_character(token: str, tokenizer) -> bool:
+    return (token in tokenizer.all_special_tokens or (token.startswith("[") and token.endswith("]"))
+            or len(token.removeprefix(CONTINUATION)) == 1)
 
 
 def _rebuilt_tokenizer(tokenizer, state: dict, new_id: dict[int, int]):

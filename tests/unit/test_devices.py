@@ -82,8 +82,8 @@ def test_cli_lists_and_shows():
 
 def test_quantization_lists_deployable_pairs(tmp_path):
     # the shipped profiles name format-precision pairs of their own runtimes; host searches every int8 path
-    assert load_profile("rpi4").quantization == ["tflite-int8", "onnx-int8"]
-    assert set(load_profile("host").quantization) == {"tflite-int8", "onnx-int8", "openvino-int8"}
+    assert load_profile("rpi4").quantization == ["tflite-int8", "tflite-int8-emb4", "onnx-int8"]
+    assert set(load_profile("host").quantization) == {"tflite-int8", "tflite-int8-emb4", "onnx-int8", "openvino-int8"}
     raw = yaml.safe_load((DEVICES_DIR / "rpi4.yaml").read_text())
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**raw, "quantization": ["openvino-int8", "onnx-int3"]}))

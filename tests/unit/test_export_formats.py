@@ -13,7 +13,8 @@ from edgeft.runtime import load
 
 CASES = [(fmt, precision) for fmt, precisions in PRECISIONS.items() for precision in precisions]
 # The fast cases run first; OpenVINO calibration/compression and LiteRT quantization take 5-15 s each.
-SLOW = {("openvino", "int8"), ("openvino", "int8-weights"), ("openvino", "int4"), ("openvino", "fp16"), ("tflite", "int8")}
+SLOW = {("openvino", "int8"), ("openvino", "int8-weights"), ("openvino", "int4"), ("openvino", "fp16"),
+        ("tflite", "int8"), ("tflite", "int8-emb4")}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,19 @@ def test_export_verifies_against_pytorch(exported, reference, fmt, precision):
     logits = load(bundle).logits(TEXTS)
     assert np.abs(logits - reference).max() <= max(check["max_abs_diff"] * 1.01, 1e-5)
     assert [path.name for path in bundle.parent.iterdir()] == [bundle.name], "the temp folder is cleaned up"
+
+
+@pytest.mark.slow
+def test_tflite_int8_emb4_stores_the_embedding_table_at_4_bits(classifier, exported):
+    # setup
+    table = load_classifier(classifier).encoder.get_input_embeddings().weight
+
+    # execute
+    int8, emb4 = (exported("tflite", precision) / "model.tflite" for precision in ("int8", "int8-emb4"))
+
+    # assert: the file shrinks by half the int8 table (4 of 8 bits per value), give or take the per-row scales
+    saved = int8.stat().st_size - emb4.stat().st_size
+    assert saved >= 0.45 * table.numel(), (saved, table.numel())
 
 
 def test_tflite_pads_to_the_smallest_bucket(exported):

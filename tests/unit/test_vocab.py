@@ -93,6 +93,21 @@ def test_min_frequency_keeps_fewer_tokens(model, tokenizer, pruned):
     assert rare_tokenizer.unk_token not in rare_tokenizer.tokenize(TRAIN[0])
 
 
+def test_keep_top_keeps_the_commonest_words_outside_the_training_texts(model, tokenizer, pruned):
+    # setup: the words are among the first regular tokens of BERT's vocabulary; none is in TRAIN
+    common = "he is one of them"
+
+    # execute
+    top, top_tokenizer = prune_vocab(model, tokenizer, VocabConfig(keep_top=100), TRAIN)
+
+    # assert: those words keep their own token (and embedding row) instead of splitting into characters
+    assert top_tokenizer.tokenize(common) == tokenizer.tokenize(common) != pruned[1].tokenize(common)
+    np.testing.assert_array_equal(logits(top, top_tokenizer, [common]), logits(model, tokenizer, [common]))
+    assert len(pruned[1]) < len(top_tokenizer) <= len(pruned[1]) + 100
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValidationError):
         VocabConfig(min_frequency=0)
+    with pytest.raises(ValidationError):
+        VocabConfig(keep_top=-1)
