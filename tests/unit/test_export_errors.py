@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory):
     "args,message",
     [
         ({"format": "coreml"}, "--format: 'coreml' is not one of onnx, openvino, tflite"),
-        ({"format": "tflite", "precision": "int4"}, "--precision: tflite offers fp32, int8 (got 'int4')"),
+        ({"format": "tflite", "precision": "int4"}, "--precision: tflite offers fp32, int8, int8-emb4 (got 'int4')"),
         ({"min_agreement": 1.5}, "--min-agreement: must be between 0 and 1"),
     ],
 )
