@@ -78,6 +78,7 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
 @click.option("--passes", help="The chain, comma-separated, export last (default: prune,vocab,distill,export).")
 @click.option("--distill-epochs", help="Distillation epochs to try, comma-separated, e.g. 3 or 1,3.")
 @click.option("--budget-ms", type=float, help="Latency budget on p50, ms (default: the profile's).")
+@click.option("--max-size-mb", type=float, help="Size budget of the chosen bundle's model files, MB (default: none).")
 @click.option("--max-metric-drop", type=float, help="Largest accepted validation metric loss, e.g. 0.01 for one point.")
 @click.option("--objective", type=click.Choice(["metric", "latency"]), help="What `best` optimises within budget.")
 @click.option("--runs", type=int, help="Timed runs per candidate.")
@@ -87,7 +88,7 @@ def tune(recipe_file, output, overrides, dry_run, resume, overwrite):
 @click.option("--output", type=click.Path(path_type=Path), help="Output folder (default RUN_DIR/compress/<target>).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration (chain and search) and stop.")
 def compress(run_dir, target, time_budget, trials, workers, storage, resume, passes, distill_epochs, budget_ms,
-             max_metric_drop, objective, runs, overrides, remote, output, print_config):
+             max_size_mb, max_metric_drop, objective, runs, overrides, remote, output, print_config):
     """Search prune, vocab, distill and export settings of RUN_DIR for a target; choose on validation data.
 
     A causal LM's search is over its int8/int4 exports (ONNX, OpenVINO), each scored by BLEU in its own runtime
@@ -106,7 +107,7 @@ def compress(run_dir, target, time_budget, trials, workers, storage, resume, pas
 
     flags = {"search.time_budget": time_budget, "search.trials": trials, "search.workers": workers,
              "search.storage": storage, "passes": passes and f"[{passes}]",
-             "distill.epochs": distill_epochs and f"[{distill_epochs}]", "budget_ms": budget_ms,
+             "distill.epochs": distill_epochs and f"[{distill_epochs}]", "budget_ms": budget_ms, "size_mb": max_size_mb,
              "max_metric_drop": max_metric_drop, "objective": objective, "bench.runs": runs}
     settings = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(overrides)
     config = run_stage(compress_stage.resolve_config, run_dir, settings)

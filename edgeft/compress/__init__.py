@@ -112,7 +112,7 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     candidates, remeasured = _remeasure(candidates, search, reference[metric])
     tie = latency_tie(((remeasured or {}).get("aa") or {}).get("ci"))
     best, reason = choose(candidates, metric, reference[metric], budget_ms, memory_mb, search.max_drop,
-                          config.objective, tie, search.task.metric_scale)
+                          config.objective, tie, search.task.metric_scale, config.size_mb)
     front = pareto_front(candidates, metric)
     tested = {c.bundle for c in front} | {best.bundle}
     if search.splits.test is not None:
@@ -130,6 +130,7 @@ def _choose(study, search, seconds: float) -> tuple[dict, list, list]:
     summary = {
         "run": str(setup.run_dir), "target": profile.name, "metric": metric, "best": best.name, "reason": reason,
         "budget_ms": budget_ms, "budget_statistic": "p50", "memory_mb": memory_mb,
+        "size_mb": config.size_mb,
         "max_metric_drop": config.max_metric_drop, "metric_scale": search.task.metric_scale,
         "objective": config.objective, "latency_tie": tie,
         "latency_unit": "ms per decoded token" if search.task.generates else "ms per call, batch 1",

@@ -111,6 +111,9 @@ class CompressConfig(Strict):
     """Latency budget on p50 (median) latency, ms; None: the profile's `latency_budget_p50_ms`."""
     memory_mb: PositiveFloat | None = None
     """Memory budget (peak RSS), MiB; None: the profile's `memory_budget_mb`."""
+    size_mb: PositiveFloat | None = None
+    """Size budget of the bundle's model files (graph and weights, not the tokenizer), MB of 10^6 bytes, for an app
+    download or a device's flash; None: no limit. A selection budget: `--resume` may change it without new trials."""
     max_metric_drop: NonNegativeFloat = Field(0.01, le=1.0)
     """Largest accepted loss of the task metric against the tuned model on validation, as a fraction of the
     metric's full scale: 0.01 = one point (of accuracy or F1; of BLEU, whose scale is 0-100)."""

@@ -377,7 +377,8 @@ def run_search(setup: SearchSetup, progress, resume: bool) -> tuple[optuna.Study
     # What the trials depend on; stopping rules, workers and the selection's budgets may change on --resume.
     space = setup.config.model_dump(mode="json", exclude={"search": {"trials", "time_budget", "workers", "storage",
                                                                      "patience", "match_fraction"},
-                                                          "budget_ms": True, "memory_mb": True, "bench": True})
+                                                          "budget_ms": True, "memory_mb": True, "size_mb": True,
+                                                          "bench": True})
     if study.user_attrs.get("space", space) != space:
         raise EdgeftError(f"{setup.storage}: study {setup.study_name} was made with other compress settings; run "
                           "without --resume to start over, or give another --storage")

@@ -42,8 +42,8 @@ def pareto_front(candidates: list[Candidate], metric: str) -> list[Candidate]:
 
 
 def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms: float, memory_mb: float,
-           max_drop: float, objective: str = "metric", tie: float = LATENCY_TIE, scale: float = 1.0
-           ) -> tuple[Candidate | None, str]:
+           max_drop: float, objective: str = "metric", tie: float = LATENCY_TIE, scale: float = 1.0,
+           size_mb: float | None = None) -> tuple[Candidate | None, str]:
     """The best candidate by validation metrics and why it was chosen.
 
     `metric`: the best validation metric within the latency (p50) and memory budgets and `max_drop` below
@@ -51,8 +51,9 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
     drop and the memory budget; p50s within `tie` of the fastest are one speed, and of those the best
     validation metric wins (one just inside the drop on validation is the likelier to be outside it on test), then
     the smaller file. `max_drop` is in the metric's units, `scale` its full scale (for the reason's wording).
-    When nothing meets every constraint, the fastest within the drop (and the memory budget, when
-    any fits it) is returned and the reason says so; with no candidate at all, None.
+    `size_mb` (None: no limit) bounds the model files like the memory budget bounds peak RSS.
+    When nothing meets every constraint, the fastest within the drop (and the memory and size budgets, when
+    any fits them) is returned and the reason says so; with no candidate at all, None.
     """
     if not candidates:
         return None, "no candidate could be measured"
@@ -60,19 +61,21 @@ def choose(candidates: list[Candidate], metric: str, reference: float, budget_ms
     def fits(c: Candidate, latency: bool = True) -> bool:
         return (within_drop(c.validation[metric], reference, max_drop)
                 and (c.peak_rss_mb is None or c.peak_rss_mb <= memory_mb)
+                and (size_mb is None or c.model_bytes <= size_mb * 1e6)
                 and (not latency or c.latency.p50_ms <= budget_ms))
 
+    size = f", {size_mb:g} MB of model files" if size_mb is not None else ""
     if objective == "latency":
         pool = [c for c in candidates if fits(c, latency=False)]
         fastest = min((c.latency.p50_ms for c in pool), default=0.0)
         pool = [c for c in pool if c.latency.p50_ms <= fastest * (1 + tie)]
         key = lambda c: (-c.validation[metric], c.model_bytes, c.latency.p50_ms)  # noqa: E731
         reason = (f"fastest (p50; within {tie:.0%} is one speed: then the better {metric}, then the smaller "
-                  f"file) within {points(max_drop, scale)} {metric} drop on validation and {memory_mb:g} MiB")
+                  f"file) within {points(max_drop, scale)} {metric} drop on validation and {memory_mb:g} MiB{size}")
     else:
         pool = [c for c in candidates if fits(c)]
         key = lambda c: (-c.validation[metric], c.model_bytes)  # noqa: E731
-        reason = (f"best validation {metric} within {budget_ms:g} ms p50, {memory_mb:g} MiB and "
+        reason = (f"best validation {metric} within {budget_ms:g} ms p50, {memory_mb:g} MiB{size} and "
                   f"{points(max_drop, scale)} drop")
     if pool:
         return min(pool, key=key), reason

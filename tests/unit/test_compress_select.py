@@ -83,6 +83,21 @@ def test_latency_tie_from_the_aa_interval():
     assert latency_tie([0.8, 1.1]) == pytest.approx(0.25)  # 1/0.8: the same spread seen from the other row
 
 
+def test_size_budget_excludes_larger_files():
+    # setup: 0 is the fastest but 19.2 MB; 1 is 30% slower, as accurate, 8.2 MB
+    rows = [_candidate(0, 0.927, 0.46, size=19.2e6), _candidate(1, 0.927, 0.60, size=8.2e6)]
+    # execute
+    unlimited, _ = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                          objective="latency")
+    budgeted, reason = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                              objective="latency", size_mb=13.6)
+    over, fallback = choose(rows, "accuracy", reference=0.929, budget_ms=10, memory_mb=512, max_drop=0.01,
+                            objective="latency", size_mb=5)
+    # assert
+    assert unlimited.trial == 0 and budgeted.trial == 1 and "13.6 MB of model files" in reason
+    assert over.trial == 0 and "nothing meets every constraint" in fallback
+
+
 def test_budget_memory_and_fallback():
     rows = [_candidate(0, 0.92, 3.0, rss=900), _candidate(1, 0.915, 4.0), _candidate(2, 0.80, 0.1)]
     best, _ = choose(rows, "accuracy", reference=0.92, budget_ms=5, memory_mb=512, max_drop=0.01)
