@@ -28,7 +28,6 @@ from edgeft.models import SequenceClassifier
 from edgeft.recipe import Strict
 
 CONTINUATION = "##"
-KEEP_TOP = 0
 
 
 class VocabConfig(Strict):
@@ -48,7 +47,7 @@ class Space(Strict):
     """Choices for pruning the vocabulary."""
     min_frequency: PositiveInt = 1
     """As in VocabConfig."""
-    keep_top: NonNegativeInt = KEEP_TOP
+    keep_top: NonNegativeInt = 0
     """As in VocabConfig."""
 
     def off(self) -> dict:
