@@ -116,19 +116,20 @@ def _kept_ids(tokenizer, vocab: dict[str, int], config: VocabConfig, texts: list
     keep = {i for i, count in counts.items() if count >= config.min_frequency}
     keep |= set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids)
     if config.keep_characters:
-        keep |= {
-            i for token, i in vocab.items()
-            if len(token) == 1 or (token.startswith(CONTINUATION) and len(token) == len(CONTINUATION) + 1)
-        }
+        keep |= {i for token, i in vocab.items() if _is_character(token)}
     if config.keep_top:
         regular = sorted(i for token, i in vocab.items() if not _special_or_character(token, tokenizer))
         keep |= set(regular[: config.keep_top])
     return sorted(keep)
 
 
+def _is_character(token: str) -> bool:
+    return len(token) == 1 or (token.startswith(CONTINUATION) and len(token) == len(CONTINUATION) + 1)
+
+
 def _special_or_character(token: str, tokenizer) -> bool:
-    return (token in tokenizer.all_special_tokens or (token.startswith("[") and token.endswith("]"))
-            or len(token.removeprefix(CONTINUATION)) == 1)
+    bracketed = token.startswith("[") and token.endswith("]")  # [unused0] ... reserved slots
+    return token in tokenizer.all_special_tokens or bracketed or _is_character(token)
 
 
 def _rebuilt_tokenizer(tokenizer, state: dict, new_id: dict[int, int]):
