@@ -1,4 +1,5 @@
-"""Atomic outputs: work is staged in a hidden sibling folder and only moved into place once complete."""
+"""Atomic outputs: work is staged in a hidden sibling folder and only moved into place once complete; killed work
+resumes from the staged folder's last complete checkpoint."""
 
 from __future__ import annotations
 
@@ -16,3 +17,15 @@ def promote(staged: Path, output: Path) -> None:
         shutil.rmtree(old)
     else:
         staged.rename(output)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete Trainer checkpoint under `folder/checkpoints`, if any.
+
+    `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill is skipped.
+    """
+    complete = [
+        path for path in (folder / "checkpoints").glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
+    ]
+    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None

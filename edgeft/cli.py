@@ -34,7 +34,10 @@ def require(extra: str, what: str, *modules: str) -> None:
 @click.group()
 @click.version_option(__version__, prog_name="edgeft")
 def main():
-    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers) for edge devices."""
+    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers, generators) for edge devices."""
+    from edgeft.console import plain_warnings
+
+    plain_warnings()
 
 
 @main.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,3 +43,17 @@ def third_party_to(log_file: Path):
 def is_terminal(stream) -> bool:
     """Whether `stream` is an interactive terminal (not nohup, a pipe or CI)."""
     return hasattr(stream, "isatty") and stream.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+
+
+def plain_warnings() -> None:
+    """Show edgeft's own warnings (data problems, a failed self-check) as `warning: ...` lines, without the source
+    line Python prints under them; other packages' warnings keep the default format."""
+    package = str(Path(__file__).parent)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not str(filename).startswith(package):
+            return default(message, category, filename, lineno, file, line)
+        print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import (
     DataCollatorWithPadding,
@@ -18,6 +21,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from edgeft.console import is_terminal
 from edgeft.recipe import TrainingSpec
 
 EVAL_BATCH_SIZE = 64
@@ -65,18 +69,25 @@ class ClassifierTrainer(Trainer):
         save_model(self.model, os.path.join(output_dir, "model.safetensors"))
 
 
-class RichProgress(TrainerCallback):
-    """Rich progress bars for training steps and evaluation batches, with the latest loss and validation metric."""
+class TrainProgress(TrainerCallback):
+    """Training progress on `stream` (default: stderr): a rich bar with the latest loss on a terminal, a plain line
+    per logged step otherwise (nohup, CI), so a long run never stays silent between evaluations."""
 
-    def __init__(self, metric: str = "accuracy"):
-        self.metric = metric
+    def __init__(self, metric: str = "accuracy", stream=None):
+        self.metric, self.stream = metric, stream
         self.progress = None
         self.train_task = self.eval_task = None
+        self.started = self.first_step = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if not state.is_world_process_zero:
+            return
+        self.stream = self.stream or sys.stderr
+        self.started, self.first_step = time.time(), state.global_step
+        if is_terminal(self.stream):
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=Console(file=self.stream),
             )
             self.progress.start()
             self.train_task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
@@ -86,8 +97,16 @@ class RichProgress(TrainerCallback):
             self.progress.update(self.train_task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress and logs and "loss" in logs:
+        if not (state.is_world_process_zero and logs and "loss" in logs):
+            return
+        if self.progress:
             self.progress.update(self.train_task, description=f"train loss {logs['loss']:.3f}")
+            return
+        done = state.global_step - self.first_step
+        per_step = (time.time() - self.started) / max(done, 1)
+        left = (state.max_steps - state.global_step) * per_step / 60
+        self._print(f"step {state.global_step}/{state.max_steps}: train loss {logs['loss']:.4f}, "
+                    f"{per_step:.1f} s/step, about {left:.0f} min left")
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if not self.progress:
@@ -100,18 +119,24 @@ class RichProgress(TrainerCallback):
         if self.progress and self.eval_task is not None:
             self.progress.remove_task(self.eval_task)
             self.eval_task = None
-            if metrics and f"eval_{self.metric}" in metrics:
-                self.progress.console.print(
-                    f"epoch {state.epoch:.2f}: validation {self.metric} {metrics[f'eval_{self.metric}']:.4f}"
-                )
+        if state.is_world_process_zero and metrics and f"eval_{self.metric}" in metrics:
+            self._print(f"epoch {state.epoch:.2f}: validation {self.metric} {metrics[f'eval_{self.metric}']:.4f}")
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
-        self.on_evaluate(args, state, control)
+        if self.progress and self.eval_task is not None:
+            self.progress.remove_task(self.eval_task)
+            self.eval_task = None
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.stop()
             self.progress = None
+
+    def _print(self, line: str) -> None:
+        if self.progress:
+            self.progress.console.print(line)
+        elif self.stream:
+            print(line, file=self.stream, flush=True)
 
 
 class JsonlLog(TrainerCallback):
@@ -127,8 +152,10 @@ class JsonlLog(TrainerCallback):
 
 
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
-                  task=None, **extra):
+                  task=None, progress=None, **extra):
     """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early.
+
+    Progress goes to the `progress` stream (default: stderr when training starts).
 
     The task (default: the model's, `model.head_config.task`) gives the batch collator and the validation metric
     it chooses on: its `checkpoint_metric` when it has one (`loss`: lower is better), else its `metric`.
@@ -174,7 +201,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks = [RichProgress(choose_on), JsonlLog(folder / "train_log.jsonl")]
+    callbacks = [TrainProgress(choose_on, progress), JsonlLog(folder / "train_log.jsonl")]
     if training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))
     trainer = (trainer_class or ClassifierTrainer)(
@@ -188,20 +215,8 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         head_learning_rate=training.head_learning_rate,
         **extra,
     )
-    trainer.remove_callback(PrinterCallback)  # RichProgress and train_log.jsonl replace the raw dict prints
+    trainer.remove_callback(PrinterCallback)  # TrainProgress and train_log.jsonl replace the raw dict prints
     return trainer
-
-
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete Trainer checkpoint under `folder/checkpoints`, if any.
-
-    `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill is skipped.
-    """
-    complete = [
-        path for path in (folder / "checkpoints").glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
-    ]
-    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
 
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 
 from edgeft import run_report
-from edgeft.atomic import promote
+from edgeft.atomic import last_checkpoint, promote
+from edgeft.console import third_party_to
 from edgeft.data import summarize
 from edgeft.errors import EdgeftError
 from edgeft.methods import MERGEABLE, apply_method
@@ -36,7 +39,6 @@ from edgeft.models import (
 )
 from edgeft.recipe import Recipe, dump_recipe
 from edgeft.tasks import get_task
-from edgeft.training import build_trainer, last_checkpoint, model_logits, predict_logits
 
 MERGE_TOLERANCE = 1e-3
 MERGE_CHECK_ROWS = 256
@@ -75,24 +77,34 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     # Everything a user can get wrong is checked before the run folder is touched.
     torch.manual_seed(recipe.training.seed)
     task = get_task(recipe.model.task)
-    if hasattr(task, "tune"):  # a generating task tunes and scores the whole LM itself (edgeft/tasks/causal_lm.py)
-        lock = _lock(output) if leader else None  # noqa: F841 - held until this process ends, even when killed
-        if leader:
-            _prepare(partial, recipe_hash, resume)
-        metrics, log_history, source = task.tune(recipe, partial, resume)
-        if metrics is not None:  # rank 0
-            _write_outputs(partial, recipe, recipe_hash, metrics, log_history, None, source, task)
-            _commit(partial, output)
-        return output
-    source = resolve_model(recipe.model.name)
-    positions = max_positions(source)
-    if positions and recipe.data.max_length > positions:
-        raise EdgeftError(f"data.max_length: {recipe.data.max_length} is above the {positions} positions of "
-                          f"model.name {recipe.model.name!r}")
-    splits = task.load_splits(recipe.data, recipe.training.seed)
-    lock = _lock(output) if leader else None  # held until this process ends, even when killed
+    generating = hasattr(task, "tune")  # a generating task tunes and scores the whole LM itself (tasks/causal_lm.py)
+    if not generating:
+        source = resolve_model(recipe.model.name)
+        positions = max_positions(source)
+        if positions and recipe.data.max_length > positions:
+            raise EdgeftError(f"data.max_length: {recipe.data.max_length} is above the {positions} positions of "
+                              f"model.name {recipe.model.name!r}")
+        splits = task.load_splits(recipe.data, recipe.training.seed)
+    lock = _lock(output) if leader else None  # noqa: F841 - held until this process ends, even when killed
     if leader:
         _prepare(partial, recipe_hash, resume)
+    with _third_party_log(partial, leader) as terminal:
+        if generating:
+            metrics, log_history, source = task.tune(recipe, partial, resume, progress=terminal)
+            evaluated = None
+        else:
+            metrics, log_history, evaluated = _tune_classifier(recipe, task, source, splits, partial, resume, terminal)
+    if metrics is not None:  # rank 0
+        _write_outputs(partial, recipe, recipe_hash, metrics, log_history, evaluated, source, task)
+        _commit(partial, output)
+    return output
+
+
+def _tune_classifier(recipe: Recipe, task, source: str, splits, partial: Path, resume: bool, terminal):
+    """Train, evaluate and merge an encoder with a task head; (metrics, log history, logits per split), or
+    (None, None, None) on ranks other than 0."""
+    from edgeft.training import build_trainer, predict_logits
+
     tokenizer = load_tokenizer(source)
     pooling = default_pooling(source) if recipe.model.pooling == "auto" else recipe.model.pooling
     head_config = HeadConfig(
@@ -108,7 +120,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     params = count_parameters(model)
 
     tokenized = {name: task.tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
-    trainer = build_trainer(model, recipe.training, tokenizer, tokenized, partial)
+    trainer = build_trainer(model, recipe.training, tokenizer, tokenized, partial, progress=terminal)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last_checkpoint(partial) if resume else None)
     seconds = time.perf_counter() - started
@@ -116,7 +128,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     # Every rank takes part in evaluation (the Trainer gathers across processes); rank 0 writes.
     evaluated = {name: predict_logits(trainer, tokenized[name]) for name in ("validation", "test") if name in tokenized}
     if not trainer.is_world_process_zero():
-        return output
+        return None, None, None
 
     metrics = {
         name: task.split_metrics(logits, labels, tokenized[name], splits.labels)
@@ -138,10 +150,18 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
     )
     check_split = tokenized.get("test") or tokenized["validation"]
     metrics["merge"] = _save_model(model, recipe, tokenizer, check_split, partial)
-    _write_outputs(partial, recipe, recipe_hash, metrics, trainer.state.log_history, evaluated, source, task)
-    _commit(partial, output)
-    del lock
-    return output
+    return metrics, trainer.state.log_history, evaluated
+
+
+@contextmanager
+def _third_party_log(partial: Path, leader: bool):
+    """Third-party output (torchao's load failures, warnings) into the run's `tune.log`; yields the stream for
+    edgeft's own progress. Ranks other than 0 keep their streams: the leader may still be preparing the folder."""
+    if not leader:
+        yield sys.stderr
+        return
+    with third_party_to(partial / "tune.log") as terminal:
+        yield terminal
 
 
 def _lock(output: Path):
@@ -182,6 +202,8 @@ def _prepare(partial: Path, recipe_hash: str, resume: bool) -> None:
 
 def _save_model(model: EncoderClassifier, recipe: Recipe, tokenizer, check_split, folder: Path) -> dict:
     """Save adapter/ and merged/, and check the reloaded merged model reproduces the tuned logits."""
+    from edgeft.training import model_logits
+
     model.eval()
     kind = recipe.method.kind
     rows = check_split.select(range(min(MERGE_CHECK_ROWS, len(check_split))))

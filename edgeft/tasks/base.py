@@ -34,9 +34,10 @@ class Task(Protocol):
 
     A generating task (causal-lm: the whole LM is tuned, quality is measured by generating) adds optional hooks the
     stages look for instead of the encoder + head path: `checkpoint_metric` ("loss": the Trainer keeps the lowest
-    validation loss), `tune(recipe, folder, resume) -> (metrics, log_history, model_source)`, `summarize(recipe)`
-    for `--dry-run`, and on its device half `open(folder, manifest, threads, self_check)`, which `edgeft.runtime.load`
-    returns (a generator looping over the graph with a KV cache). Its `model_metrics(model_dir, split)` scores a
+    validation loss), `tune(recipe, folder, resume, progress) -> (metrics, log_history, model_source)` (`progress`:
+    the stream for its progress lines), `summarize(recipe)` for `--dry-run`, and on its device half
+    `open(folder, manifest, threads, self_check)`, which `edgeft.runtime.load` returns (a generator looping over the
+    graph with a KV cache). Its `model_metrics(model_dir, split)` scores a
     PyTorch model folder by generating (compression's reference), and its bundles are timed per decoded token.
     """
 

@@ -163,8 +163,9 @@ class CausalLM:
             }
         return summary
 
-    def tune(self, recipe, folder: Path, resume: bool):
-        """Train, pick the lowest-validation-loss checkpoint, merge, check the merge, score by generating.
+    def tune(self, recipe, folder: Path, resume: bool, progress=None):
+        """Train, pick the lowest-validation-loss checkpoint, merge, check the merge, score by generating;
+        progress lines go to the `progress` stream.
 
         Returns:
             (metrics, the Trainer's log history, the model source), or (None, None, None) on ranks other than 0.
@@ -172,7 +173,8 @@ class CausalLM:
         from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
         from edgeft.methods import apply_method
         from edgeft.models import count_parameters
-        from edgeft.training import build_trainer, last_checkpoint
+        from edgeft.atomic import last_checkpoint
+        from edgeft.training import build_trainer
 
         if recipe.method.kind not in METHODS:
             raise EdgeftError(f"method.kind: a causal LM tunes with {', '.join(METHODS)} (got {recipe.method.kind!r})")
@@ -185,7 +187,8 @@ class CausalLM:
         params = count_parameters(model)
         max_length = recipe.data.max_length
         tokenized = {name: self.tokenize(split, tokenizer, max_length, prompt_format) for name, split in splits.items()}
-        trainer = build_trainer(model, recipe.training, tokenizer, tokenized, folder, trainer_class=_trainer_class(), task=self)
+        trainer = build_trainer(model, recipe.training, tokenizer, tokenized, folder, trainer_class=_trainer_class(),
+                                task=self, progress=progress)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=last_checkpoint(folder) if resume else None)
         seconds = time.perf_counter() - started
@@ -209,7 +212,7 @@ class CausalLM:
         for name in ("validation", "test"):
             if name in tokenized:
                 metrics[name], samples = self.score(merged, tokenizer, getattr(splits, name), tokenized[name],
-                                                    prompt_format, spec)
+                                                    prompt_format, spec, progress, name)
         metrics.update(
             samples=samples[: spec.samples],  # from the test split when there is one
             train={"seconds": round(seconds, 1), "steps": result.global_step,
@@ -222,12 +225,14 @@ class CausalLM:
         )
         return metrics, trainer.state.log_history, source
 
-    def score(self, model, tokenizer, split, tokenized, prompt_format: str, spec) -> tuple[dict, list[dict]]:
+    def score(self, model, tokenizer, split, tokenized, prompt_format: str, spec, progress=None,
+              split_name: str = "") -> tuple[dict, list[dict]]:
         """BLEU / ROUGE-L of greedy generations for the split's distinct prompts, completion perplexity, and the
-        generations themselves (prompt, generated, first reference)."""
+        generations themselves (prompt, generated, first reference); a line per batch on `progress`."""
         examples = self.examples(split)[: spec.eval_prompts]
         started = time.perf_counter()
-        scores, outputs = greedy_scores(model, tokenizer, examples, prompt_format, spec.max_new_tokens)
+        scores, outputs = greedy_scores(model, tokenizer, examples, prompt_format, spec.max_new_tokens,
+                                        progress, f"generating for {split_name} BLEU")
         scores["generation_seconds"] = round(time.perf_counter() - started, 1)
         scores["perplexity"] = perplexity(model, tokenized, self.collator(tokenizer))
         scores["max_new_tokens"] = spec.max_new_tokens
@@ -281,8 +286,9 @@ def save_merged(model, tokenizer, folder: Path, prompt_format: str, spec, max_le
 
 
 def generate_torch(model, tokenizer, prompts: list[str], prompt_format: str, max_new_tokens: int,
-                   batch_size: int = GENERATION_BATCH) -> list[str]:
-    """Greedy generations in PyTorch, batched with left padding (the attention mask hides the padding)."""
+                   batch_size: int = GENERATION_BATCH, progress=None, label: str = "generating") -> list[str]:
+    """Greedy generations in PyTorch, batched with left padding (the attention mask hides the padding); a line per
+    batch on the `progress` stream."""
     import torch
 
     eos = tokenizer.eos_token_id
@@ -298,17 +304,20 @@ def generate_torch(model, tokenizer, prompts: list[str], prompt_format: str, max
                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                      pad_token_id=tokenizer.pad_token_id)
                 outputs += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                if progress:
+                    print(f"{label}: {len(outputs)}/{len(texts)} prompts", file=progress, flush=True)
     finally:
         tokenizer.padding_side = side
     return [text.strip() for text in outputs]
 
 
 def greedy_scores(model, tokenizer, examples: list[tuple[str, list[str]]], prompt_format: str,
-                  max_new_tokens: int) -> tuple[dict, list[str]]:
+                  max_new_tokens: int, progress=None, label: str = "generating") -> tuple[dict, list[str]]:
     """BLEU / ROUGE-L of PyTorch greedy generations for (prompt, references) examples, and the generations."""
     from edgeft.metrics import generation_metrics
 
-    outputs = generate_torch(model, tokenizer, [prompt for prompt, _ in examples], prompt_format, max_new_tokens)
+    outputs = generate_torch(model, tokenizer, [prompt for prompt, _ in examples], prompt_format, max_new_tokens,
+                             progress=progress, label=label)
     return generation_metrics(outputs, [refs for _, refs in examples]), outputs
 
 

@@ -122,6 +122,11 @@ def test_resume_after_sigkill_reaches_the_same_total_steps(tiny_recipe, tmp_path
     assert {"test", "validation", "merge", "params"} <= set(metrics)
     logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert {r["step"] for r in logged if "eval_accuracy" in r} >= {20, 160}
+    # not a terminal: plain progress lines, and third-party noise (torchao, warnings) in the run's tune.log only
+    assert "step 160/160: train loss" in output and "validation accuracy" in output
+    assert "Failed to load" not in output and "site-packages" not in output
+    assert "warning: data.test: 1 of 30 rows also in train" in output  # edgeft's own warning, one plain line
+    assert (tmp_path / "run" / "tune.log").exists()
 
 
 @pytest.mark.slow
