@@ -87,7 +87,7 @@ def export_base(run: Path, formats: list[str], verify: int) -> dict:
     prompt_format = build_prompt_format(load_decoder_tokenizer(source), spec)
     rows = []
     for item in formats:
-        format, precision = item.split("-")
+        format, precision = item.split("-", 1)
         started = time.perf_counter()
         bundle = export_decoder(source, format, precision, run / "bundles" / item,
                                 examples=[(prompt, refs[0]) for prompt, refs in examples],

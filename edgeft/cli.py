@@ -34,7 +34,8 @@ def require(extra: str, what: str, *modules: str) -> None:
 @click.group()
 @click.version_option(__version__, prog_name="edgeft")
 def main():
-    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers, generators) for edge devices."""
+    """edgeft: fine-tune, compress, export and benchmark text models (classifiers, taggers, generators) for edge
+    devices."""
     from edgeft.console import plain_warnings
 
     plain_warnings()
@@ -231,8 +232,9 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "format_", required=True, help="onnx, openvino or tflite.")
 @click.option("--precision", default="fp32", show_default=True,
-              help="onnx: fp32|int8|int4; openvino: fp32|fp16|int8|int8-weights|int4; "
-                   "tflite: fp32|int8|int8-emb4 (int8 with a 4-bit embedding table).")
+              help="onnx: fp32|int8|int4 (a causal LM also int4-genai: onnxruntime-genai's builder); "
+                   "openvino: fp32|fp16|int8|int8-weights|int4; tflite: fp32|int8|int8-emb4 (int8 with a 4-bit "
+                   "embedding table).")
 @click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="Top-1 agreement with PyTorch a quantized bundle needs.")
 @click.option("--samples", default=256, show_default=True, help="Test texts of the run's recipe to verify on.")

@@ -106,9 +106,10 @@ def test_tampered_bundle_is_refused(onnx_fp32, tmp_path):
         load_generator(copy)
 
 
-@pytest.mark.parametrize("format_, precision", [("onnx", "int4"), ("openvino", "int8")])
+@pytest.mark.parametrize("format_, precision", [("onnx", "int4"), ("onnx", "int4-genai"), ("openvino", "int8")])
 def test_quantized_bundles_are_verified(tiny_llama_dir, tmp_path, format_, precision):
-    pytest.importorskip("nncf" if format_ == "openvino" else "onnxruntime")
+    needs = {"openvino": "nncf", "onnx": "onnxruntime_genai" if "genai" in precision else "onnxruntime"}
+    pytest.importorskip(needs[format_])
     # A random model's near-tied logits flip easily under quantization: the bar here is low, the report exact.
     output = export_decoder(tiny_llama_dir, format_, precision, tmp_path / "b", examples=EXAMPLES,
                             prompt_format=PROMPT_FORMAT, context_length=CONTEXT, min_agreement=0.3, progress=False)
@@ -116,6 +117,13 @@ def test_quantized_bundles_are_verified(tiny_llama_dir, tmp_path, format_, preci
     assert verification["passed"]
     assert 0 < verification["teacher_forced"]["max_abs_diff"] < 5.0  # quantized: close, not identical
     assert load_generator(output).generate("name[The Eagle]", max_new_tokens=5) is not None
+    manifest = json.loads((output / "manifest.json").read_text())
+    if precision == "int4-genai":  # the builder's graph: fused attention, positions from the attention mask
+        assert [item["name"] for item in manifest["inputs"]] == ["input_ids", "attention_mask"]
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(output / "model.onnx"), load_external_data=False).graph.node}
+        assert {"GroupQueryAttention", "MatMulNBits"} <= ops
 
 
 def test_a_bundle_below_min_agreement_is_not_written(tiny_llama_dir, tmp_path):
