@@ -232,7 +232,8 @@ def bench_command(bundles, target, remote, remote_python, ssh_options, wheel, em
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "format_", required=True, help="onnx, openvino or tflite.")
 @click.option("--precision", default="fp32", show_default=True,
-              help="onnx: fp32|int8|int4 (a causal LM also int4-genai: onnxruntime-genai's builder); "
+              help="onnx: fp32|int8|int4 (a causal LM also int4-genai: onnxruntime-genai's builder, and "
+                   "int4-lora: its int4 base model with the LoRA update in fp32); "
                    "openvino: fp32|fp16|int8|int8-weights|int4; tflite: fp32|int8|int8-emb4 (int8 with a 4-bit "
                    "embedding table).")
 @click.option("--output", type=click.Path(path_type=Path), help="Bundle folder (default: RUN_DIR/bundles/FORMAT-PRECISION).")

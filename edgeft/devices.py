@@ -30,9 +30,9 @@ Isa = Literal["neon", "dotprod", "i8mm", "fp16", "sve", "avx2", "fma", "avx512",
 Runtime = Literal["onnx", "openvino", "tflite"]
 Precision = Literal["fp32", "fp16", "int8"]
 # A runtime and the precision its export gets, as `edgeft export --format F --precision P` names them.
-Deployment = Literal["onnx-fp32", "onnx-int8", "onnx-int4", "onnx-int4-genai", "openvino-fp32", "openvino-fp16",
-                     "openvino-int8", "openvino-int8-weights", "openvino-int4", "tflite-fp32", "tflite-int8",
-                     "tflite-int8-emb4"]
+Deployment = Literal["onnx-fp32", "onnx-int8", "onnx-int4", "onnx-int4-genai", "onnx-int4-lora", "openvino-fp32",
+                     "openvino-fp16", "openvino-int8", "openvino-int8-weights", "openvino-int4", "tflite-fp32",
+                     "tflite-int8", "tflite-int8-emb4"]
 
 
 class DeviceProfile(BaseModel):

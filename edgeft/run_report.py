@@ -92,8 +92,9 @@ def plot_confusion(y_true, y_pred, labels: list[str], path: Path, split: str) ->
 
 
 def write_model_card(path: Path, recipe: Recipe, metrics: dict, model_source, table: list[str],
-                     figures: list[str]) -> None:
-    """A short model card: what was tuned how, on what, with which results (the task's `table` and `figures`)."""
+                     figures: list[str], run_dir: Path, loader: str) -> None:
+    """A short model card: what was tuned how, on what, with which results (the task's `table` and `figures`);
+    `run_dir` is where the run folder will be, `loader` the call that loads its `merged/` model."""
     merge = metrics["merge"]
     merge_line = (
         f"merged/ reproduces the tuned logits to {merge['max_abs_diff']:.2e} on {merge['rows']} rows."
@@ -104,14 +105,13 @@ def write_model_card(path: Path, recipe: Recipe, metrics: dict, model_source, ta
 
 `{recipe.model.task}` model tuned by edgeft from `{recipe.model.name}` ({model_source}) with `{recipe.method.kind}`.
 
-- Labels: {len(metrics['labels'])} (id order in `metrics.json`)
-- Trainable parameters: {metrics['params']['trainable']:,} of {metrics['params']['total']:,}
+{f"- Labels: {len(metrics['labels'])} (id order in `metrics.json`){chr(10)}" if metrics['labels'] else ""}- Trainable parameters: {metrics['params']['trainable']:,} of {metrics['params']['total']:,}
 - Training: {metrics['train']['steps']} steps, {metrics['train']['seconds']} s on {metrics['train']['device']}
 - {merge_line}
 
 {chr(10).join(table)}
 
-Use: `edgeft export {path.parent} --format onnx`, or load `merged/` with `edgeft.models.load_classifier`.
+Use: `edgeft export {run_dir} --format onnx`, or load `merged/` with `{loader}`.
 The exact recipe, package versions and data hashes are in `recipe.lock.yaml`.
 ![curves](curves.png)
 """ + "".join(f"![{Path(name).stem}]({name})\n" for name in figures)

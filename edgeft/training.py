@@ -219,6 +219,29 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
     return trainer
 
 
+def train(trainer, folder: Path, resume: bool) -> tuple[object, dict]:
+    """Run training (`resume`: from the last complete checkpoint under `folder`); the Trainer's result and the
+    `train` record of metrics.json. Time and speed cover the steps this process ran: on a resumed run the Trainer's
+    own samples/s divides the whole run's rows by this process's time."""
+    from edgeft.atomic import last_checkpoint
+
+    checkpoint = last_checkpoint(folder) if resume else None
+    first = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    rows = (result.global_step - first) * trainer.args.per_device_train_batch_size * trainer.args.world_size
+    return result, {
+        "seconds": round(seconds, 1),
+        "steps": result.global_step,
+        "resumed_from_step": first,
+        "samples_per_second": round(rows / seconds, 3) if seconds else None,
+        "epochs": trainer.state.epoch,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+        "device": str(trainer.args.device),
+    }
+
+
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Logits and label ids for a tokenized split, through the Trainer (gathered across processes)."""
     # Rows must come back in dataset order (callers score them against the split): no length grouping here.

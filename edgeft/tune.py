@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,7 +94,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
         else:
             metrics, log_history, evaluated = _tune_classifier(recipe, task, source, splits, partial, resume, terminal)
     if metrics is not None:  # rank 0
-        _write_outputs(partial, recipe, recipe_hash, metrics, log_history, evaluated, source, task)
+        _write_outputs(partial, output, recipe, recipe_hash, metrics, log_history, evaluated, source, task)
         _commit(partial, output)
     return output
 
@@ -103,7 +102,7 @@ def tune(recipe: Recipe, output: Path | None = None, resume: bool = False, overw
 def _tune_classifier(recipe: Recipe, task, source: str, splits, partial: Path, resume: bool, terminal):
     """Train, evaluate and merge an encoder with a task head; (metrics, log history, logits per split), or
     (None, None, None) on ranks other than 0."""
-    from edgeft.training import build_trainer, predict_logits
+    from edgeft.training import build_trainer, predict_logits, train
 
     tokenizer = load_tokenizer(source)
     pooling = default_pooling(source) if recipe.model.pooling == "auto" else recipe.model.pooling
@@ -121,9 +120,7 @@ def _tune_classifier(recipe: Recipe, task, source: str, splits, partial: Path, r
 
     tokenized = {name: task.tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}
     trainer = build_trainer(model, recipe.training, tokenizer, tokenized, partial, progress=terminal)
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(partial) if resume else None)
-    seconds = time.perf_counter() - started
+    _, train_record = train(trainer, partial, resume)
 
     # Every rank takes part in evaluation (the Trainer gathers across processes); rank 0 writes.
     evaluated = {name: predict_logits(trainer, tokenized[name]) for name in ("validation", "test") if name in tokenized}
@@ -139,14 +136,7 @@ def _tune_classifier(recipe: Recipe, task, source: str, splits, partial: Path, r
         labels=splits.labels,
         params=params,
         method=recipe.method.kind,
-        train={
-            "seconds": round(seconds, 1),
-            "steps": result.global_step,
-            "samples_per_second": result.metrics.get("train_samples_per_second"),
-            "epochs": trainer.state.epoch,
-            "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
-            "device": str(trainer.args.device),
-        },
+        train=train_record,
     )
     check_split = tokenized.get("test") or tokenized["validation"]
     metrics["merge"] = _save_model(model, recipe, tokenizer, check_split, partial)
@@ -225,7 +215,7 @@ def _save_model(model: EncoderClassifier, recipe: Recipe, tokenizer, check_split
     return {"supported": True, "max_abs_diff": diff, "rows": len(rows), "tolerance": MERGE_TOLERANCE}
 
 
-def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated, source, task) -> None:
+def _write_outputs(folder, output, recipe, recipe_hash, metrics, log_history, evaluated, source, task) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_report.write_lock(folder / "recipe.lock.yaml", recipe, recipe_hash, source)
     run_report.plot_curves(log_history, folder / "curves.png", getattr(task, "checkpoint_metric", task.metric))
@@ -234,7 +224,8 @@ def _write_outputs(folder, recipe, recipe_hash, metrics, log_history, evaluated,
         split = "test" if "test" in evaluated else "validation"
         logits, labels = evaluated[split]
         figures = task.write_figures(folder, logits, labels, metrics["labels"], split)
-    run_report.write_model_card(folder / "README.md", recipe, metrics, source, task.card_table(metrics), figures)
+    run_report.write_model_card(folder / "README.md", recipe, metrics, source, task.card_table(metrics), figures,
+                                output, task.merged_loader)
 
 
 def _commit(partial: Path, output: Path) -> None:

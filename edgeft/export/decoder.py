@@ -25,14 +25,14 @@ import edgeft
 from edgeft.atomic import promote
 from edgeft.decoders import GENERATION_FILE
 from edgeft.errors import EdgeftError, missing_extra
-from edgeft.export import decoder_tflite
+from edgeft.export import decoder_tflite, lora_branches
 from edgeft.export import onnx as onnx_export
 from edgeft.export import openvino as openvino_export
 from edgeft.export.source import RECIPE_LOCK, read_lock
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files
 from edgeft.runtime.tokenize import save_tokenizer
 
-PRECISIONS = {"onnx": ("fp32", "int8", "int4", "int4-genai"), "openvino": ("fp32", "fp16", "int8", "int4"),
+PRECISIONS = {"onnx": ("fp32", "int8", "int4", "int4-genai", "int4-lora"), "openvino": ("fp32", "fp16", "int8", "int4"),
               "tflite": decoder_tflite.PRECISIONS}
 TASK = "causal-lm"
 INPUT_NAMES = ("input_ids", "attention_mask", "position_ids")
@@ -105,8 +105,8 @@ def export_decoder(
             section = {**decoder_section(model.config, tokenizer, prompt_format, context_length), **fields}
             inputs = INPUT_NAMES
         else:
-            if (format, precision) == ("onnx", "int4-genai"):
-                files = write_onnx_genai(model_dir, stage, workdir)
+            if format == "onnx" and precision in ("int4-genai", "int4-lora"):
+                files = write_onnx_genai(model_dir, stage, workdir, lora=precision == "int4-lora")
             else:
                 files = WRITERS[format](export_onnx_fp32(model_dir, workdir), stage, precision)
             inputs, names = graph_names(stage / files[0] if format == "onnx" else workdir / "model.onnx")
@@ -215,28 +215,40 @@ def write_openvino(float_onnx: Path, folder: Path, precision: str) -> list[str]:
 
 
 WRITERS = {"onnx": write_onnx, "openvino": write_openvino}
-def write_onnx_genai(model_dir: Path, folder: Path, workdir: Path) -> list[str]:
+def write_onnx_genai(model_dir: Path, folder: Path, workdir: Path, lora: bool = False) -> list[str]:
     """model.onnx from onnxruntime-genai's model builder (fp32 graph with fused attention), its weights quantized by
     edgeft's int4 quantizer (`edgeft.export.onnx.quantize_int4`: HQQ blocks, integer zero points, 8-bit LM head).
+    `lora`: the graph and int4 weights of the adapter's base model, the run's LoRA update added beside them in fp32
+    (`edgeft.export.lora_branches`; the adapter is `adapter/` beside `model_dir`, a run's `merged/`).
     The builder's own int4 (round-to-nearest or k-quant, integer zero points) agreed with PyTorch on 77% of
-    SmolLM2's next tokens, like every integer-zero-point grid on these GGUF-derived weights.
-    The builder runs in a child process: it prints progress bars and configures logging; its output is shown only
-    when it fails."""
+    SmolLM2's next tokens, like every integer-zero-point grid on these GGUF-derived weights."""
+    updates = lora_branches.read_adapter(model_dir.parent / "adapter") if lora else None
+    base = lora_branches.write_base(model_dir, updates, workdir / "base") if lora else model_dir
+    onnx_export.quantize_int4(build_genai_fp32(base, workdir / "genai"), folder / "model.onnx")
+    if updates:
+        import onnx
+
+        model = lora_branches.add_branches(onnx.load(str(folder / "model.onnx")), updates)
+        onnx.save_model(model, str(folder / "model.onnx"))
+    return ["model.onnx"]
+
+
+def build_genai_fp32(model_dir: Path, output: Path) -> Path:
+    """onnxruntime-genai's model builder on an HF folder: its fp32 CPU graph (model.onnx + model.onnx.data). It runs
+    in a child process: it prints progress bars and configures logging; its output is shown only when it fails."""
     import importlib.util
     import subprocess
     import sys
 
     if importlib.util.find_spec("onnxruntime_genai") is None:
         raise missing_extra("ONNX int4-genai export (onnxruntime-genai's model builder)", "export")
-    built = workdir / "genai"
-    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(built),
-               "-p", "fp32", "-e", "cpu", "-c", str(workdir / "genai-cache")]
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(output),
+               "-p", "fp32", "-e", "cpu", "-c", str(output.parent / "genai-cache")]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
         raise EdgeftError(f"onnxruntime-genai's model builder failed on {model_dir}: {tail}", exit_code=1)
-    onnx_export.quantize_int4(built / "model.onnx", folder / "model.onnx")
-    return ["model.onnx"]
+    return output / "model.onnx"
 
 
 def decoder_section(config, tokenizer, prompt_format: str, context_length: int) -> dict:

@@ -62,9 +62,13 @@ def quantize_int4(source: Path, target: Path, block_size: int = 32) -> None:
     Why HQQ: on SmolLM2-135M (weights from an asymmetric Q4_1 GGUF), over every position of two E2E examples,
     round-to-nearest 4-bit blocks picked the fp32 graph's next token 59% (symmetric) / 61% (asymmetric) of the
     time, HQQ 98.5%: a float zero point can sit on the weights' own grid, an integer one cannot."""
+    import logging
+
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
+    # it logs two INFO lines per weight matrix (hundreds for a decoder) to the console
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     model = onnx.load(str(source))
     outputs = {item.name for item in model.graph.output}
     head = [node.name for node in model.graph.node if node.op_type == "MatMul" and set(node.output) & outputs]

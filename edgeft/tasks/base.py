@@ -31,20 +31,22 @@ class Task(Protocol):
         passes: names of the compression passes that apply (e.g. no vocabulary pruning where it is not exact).
         output_axes: axis names of the exported graph's one output, `logits` (e.g. ("batch", "labels")).
         runtime: the device half (`edgeft.runtime.tasks`): prediction rows, results, CLI records.
+        merged_loader: the Python call that loads a run's `merged/` folder (shown in the model card).
 
     A generating task (causal-lm: the whole LM is tuned, quality is measured by generating) adds optional hooks the
     stages look for instead of the encoder + head path: `checkpoint_metric` ("loss": the Trainer keeps the lowest
     validation loss), `tune(recipe, folder, resume, progress) -> (metrics, log_history, model_source)` (`progress`:
     the stream for its progress lines), `summarize(recipe)` for `--dry-run`, and on its device half
     `open(folder, manifest, threads, self_check)`, which `edgeft.runtime.load` returns (a generator looping over the
-    graph with a KV cache). Its `model_metrics(model_dir, split)` scores a
-    PyTorch model folder by generating (compression's reference), and its bundles are timed per decoded token.
+    graph with a KV cache). Its `model_metrics(model_dir, split)` scores a PyTorch model folder by generating
+    (compression's reference), and its bundles are timed per decoded token.
     """
 
     name: str
     metric: str
     metric_scale: float
     generates: bool
+    merged_loader: str
     export_precisions: dict[str, tuple[str, ...]]
     passes: tuple[str, ...]
     output_axes: tuple[str, ...]

@@ -33,6 +33,7 @@ class CausalLM:
     metric = "bleu"
     metric_scale = 100.0  # sacrebleu's scale: one point of BLEU is 1.0
     generates = True
+    merged_loader = "transformers.AutoModelForCausalLM.from_pretrained"
     checkpoint_metric = "loss"  # the Trainer keeps the checkpoint with the lowest validation loss
     passes = ("quantize",)
     output_axes = ("batch", "sequence", "vocab")
@@ -173,8 +174,7 @@ class CausalLM:
         from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
         from edgeft.methods import apply_method
         from edgeft.models import count_parameters
-        from edgeft.atomic import last_checkpoint
-        from edgeft.training import build_trainer
+        from edgeft.training import build_trainer, train
 
         if recipe.method.kind not in METHODS:
             raise EdgeftError(f"method.kind: a causal LM tunes with {', '.join(METHODS)} (got {recipe.method.kind!r})")
@@ -189,9 +189,7 @@ class CausalLM:
         tokenized = {name: self.tokenize(split, tokenizer, max_length, prompt_format) for name, split in splits.items()}
         trainer = build_trainer(model, recipe.training, tokenizer, tokenized, folder, trainer_class=_trainer_class(),
                                 task=self, progress=progress)
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=last_checkpoint(folder) if resume else None)
-        seconds = time.perf_counter() - started
+        _, train_record = train(trainer, folder, resume)
         if not trainer.is_world_process_zero():
             return None, None, None
 
@@ -215,11 +213,7 @@ class CausalLM:
                                                     prompt_format, spec, progress, name)
         metrics.update(
             samples=samples[: spec.samples],  # from the test split when there is one
-            train={"seconds": round(seconds, 1), "steps": result.global_step,
-                   "samples_per_second": result.metrics.get("train_samples_per_second"),
-                   "epochs": trainer.state.epoch,
-                   "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
-                   "device": str(trainer.args.device), "max_length": max_length},
+            train={**train_record, "max_length": max_length},
             merge={"supported": True, "max_abs_diff": diff, "rows": len(check_rows), "tolerance": MERGE_TOLERANCE},
             prompt_format=prompt_format,
         )

@@ -16,6 +16,7 @@ class SequenceClassification:
     metric = "accuracy"
     metric_scale = 1.0
     generates = False
+    merged_loader = "edgeft.models.load_classifier"
     passes = ("prune", "vocab", "distill", "quantize")
     output_axes = ("batch", "labels")
     runtime = device.TASK

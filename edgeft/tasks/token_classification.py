@@ -27,6 +27,7 @@ class TokenClassification:
     metric = "f1"
     metric_scale = 1.0
     generates = False
+    merged_loader = "edgeft.models.load_classifier"
     passes = ("prune", "distill", "quantize")
     output_axes = ("batch", "sequence", "labels")
     runtime = device.TASK

@@ -123,7 +123,9 @@ def test_lora_run_is_merged_checked_and_scored_by_generating(lora_run):
     losses = [record["loss"] for record in map(json.loads, (lora_run / "train_log.jsonl").read_text().splitlines())
               if "loss" in record]
     assert losses[-1] < losses[0]
-    assert "BLEU" in (lora_run / "README.md").read_text()
+    card = (lora_run / "README.md").read_text()
+    assert "BLEU" in card and "Labels" not in card
+    assert f"edgeft export {lora_run} " in card and "AutoModelForCausalLM" in card  # the final folder, not staging
 
 
 @pytest.mark.parametrize("kind", ["dora", "full"])
@@ -199,3 +201,47 @@ def test_compress_refuses_a_pair_a_decoder_does_not_export_and_a_device_it_canno
     assert unoffered.exit_code == 2 and "do not export to openvino-int8-weights" in unoffered.output
     assert remote.exit_code == 2 and "use --target host" in remote.output
     assert "Traceback" not in unoffered.output + remote.output
+
+
+def test_lora_branches_on_the_recovered_base_reproduce_the_merged_model(lora_run, tmp_path):
+    # The int4-lora graph without its quantization: the builder's graph of the base recovered from merged/, plus the
+    # adapter's updates beside its projections, must compute the merged model's logits.
+    pytest.importorskip("onnxruntime_genai")
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from edgeft.decoders import load_decoder
+    from edgeft.export import lora_branches
+    from edgeft.export.decoder import build_genai_fp32
+
+    # setup
+    updates = lora_branches.read_adapter(lora_run / "adapter")
+    base = lora_branches.write_base(lora_run / "merged", updates, tmp_path / "base")
+    graph = lora_branches.add_branches(onnx.load(str(build_genai_fp32(base, tmp_path / "genai"))), updates)
+    onnx.save_model(graph, str(tmp_path / "branched.onnx"))
+    merged = load_decoder(lora_run / "merged")
+    ids = np.array([[5, 17, 42, 9, 33, 7]], dtype=np.int64)
+    # execute
+    session = ort.InferenceSession(str(tmp_path / "branched.onnx"), providers=["CPUExecutionProvider"])
+    config = merged.config
+    past = {item.name: np.zeros((1, config.num_key_value_heads, 0, config.hidden_size // config.num_attention_heads),
+                                dtype=np.float32) for item in session.get_inputs() if item.name.startswith("past_")}
+    logits = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids), **past})[0]
+    with torch.no_grad():
+        expected = merged(input_ids=torch.from_numpy(ids)).logits.numpy()
+        base_logits = load_decoder(base)(input_ids=torch.from_numpy(ids)).logits.numpy()
+    # assert: 2 layers x (fused qkv, o, gate, up, down) carry an update; with it the graph is the merged model
+    assert sum(item.name.endswith("_lora_down") for item in graph.graph.initializer) == 10
+    assert np.abs(logits - expected).max() < 1e-3
+    assert np.abs(base_logits - expected).max() > 1e-2  # the updates matter: the base alone is another model
+
+
+def test_int4_lora_bundle_is_exported_and_verified(lora_run):
+    pytest.importorskip("onnxruntime_genai")
+    result = CliRunner().invoke(main, ["export", str(lora_run), "--format", "onnx", "--precision", "int4-lora",
+                                       "--samples", "8", "--min-agreement", "0.3"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((lora_run / "bundles" / "onnx-int4-lora" / "manifest.json").read_text())
+    assert manifest["precision"] == "int4-lora" and manifest["verification"]["passed"]

@@ -35,6 +35,8 @@ def test_lora_tune_writes_complete_run(tiny_recipe, tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     assert not list(run.rglob("*.bin")) and not list(run.rglob("*.pt"))
     assert any("loss" in json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines())
+    card = (run / "README.md").read_text()
+    assert "Labels: 3" in card and f"edgeft export {run} " in card and "load_classifier" in card
 
 
 @pytest.mark.parametrize("kind", ["dora", "ia3", "full", "head-only"])
@@ -119,6 +121,11 @@ def test_resume_after_sigkill_reaches_the_same_total_steps(tiny_recipe, tmp_path
     assert resumed.returncode == 0, output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 160
+    # speed counts the rows this process trained on (batch 4), not the whole run's over its time
+    train = metrics["train"]
+    assert train["resumed_from_step"] >= 20
+    assert train["samples_per_second"] == pytest.approx((160 - train["resumed_from_step"]) * 4 / train["seconds"],
+                                                        rel=0.05)
     assert {"test", "validation", "merge", "params"} <= set(metrics)
     logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert {r["step"] for r in logged if "eval_accuracy" in r} >= {20, 160}
