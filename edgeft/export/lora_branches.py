@@ -1,8 +1,8 @@
 """int4 weights without losing a LoRA fine-tune: the base model's projections in 4 bits, the adapter beside them.
 
 A LoRA update is small next to a 4-bit step: quantizing the merged weights rounds most of it away (SmolLM2 + E2E:
-validation BLEU 67.1 merged, 32.0 as merged int4). So the base graph is quantized (its weights come from a 4-bit
-GGUF grid, which HQQ reproduces almost exactly) and each adapted projection gets its low-rank update back in fp32:
+validation BLEU 67.1 merged, 32.0 as merged int4). So the base graph is quantized (SmolLM2's weights come from a
+4-bit GGUF grid, which HQQ reproduces almost exactly) and each adapted projection gets its low-rank update back in fp32:
 y = x W_int4 + (x A^T) (s B^T), two small MatMuls per projection (r columns).
 """
 
@@ -36,9 +36,10 @@ def read_adapter(adapter_dir: Path) -> dict[tuple[int, str], tuple[np.ndarray, n
     if not config_file.is_file():
         raise EdgeftError(f"{adapter_dir}: int4-lora needs the run's LoRA adapter (adapter/ beside merged/)")
     config = json.loads(config_file.read_text())
-    if config.get("use_dora") or config.get("bias", "none") != "none" or config.get("modules_to_save"):
-        raise EdgeftError(f"{config_file}: int4-lora carries plain LoRA updates only (no DoRA, biases or saved "
-                          "modules); use int4 or int4-genai")
+    if (config.get("use_dora") or config.get("bias", "none") != "none" or config.get("modules_to_save")
+            or config.get("rank_pattern") or config.get("alpha_pattern")):
+        raise EdgeftError(f"{config_file}: int4-lora carries plain LoRA updates only (one rank and alpha; no DoRA, "
+                          "biases or saved modules); use int4 or int4-genai")
     rank = int(config["r"])
     scale = float(config["lora_alpha"]) / (rank ** 0.5 if config.get("use_rslora") else rank)
     weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
