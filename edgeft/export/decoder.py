@@ -32,8 +32,8 @@ from edgeft.export.source import RECIPE_LOCK, read_lock
 from edgeft.runtime.bundle import MANIFEST, TOKENIZER, describe_files
 from edgeft.runtime.tokenize import save_tokenizer
 
-PRECISIONS = {"onnx": ("fp32", "int8", "int4", "int4-genai", "int4-lora"), "openvino": ("fp32", "fp16", "int8", "int4"),
-              "tflite": decoder_tflite.PRECISIONS}
+PRECISIONS = {"onnx": ("fp32", "int8", "int4", "int4-genai", "int4-lora"),
+              "openvino": ("fp32", "fp16", "int8", "int4"), "tflite": decoder_tflite.PRECISIONS}
 TASK = "causal-lm"
 INPUT_NAMES = ("input_ids", "attention_mask", "position_ids")
 # fp32 graphs reproduce PyTorch up to kernel rounding (optimum measured 2.6e-3 on SmolLM2's logits, STACK.md).
