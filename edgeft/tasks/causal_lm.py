@@ -316,13 +316,16 @@ def greedy_scores(model, tokenizer, examples: list[tuple[str, list[str]]], promp
 
 
 def perplexity(model, tokenized, collator, batch_size: int = 16) -> float:
-    """exp of the mean negative log-likelihood per completion token (token-weighted, not batch-weighted)."""
+    """exp of the mean negative log-likelihood per completion token (token-weighted, not batch-weighted). Rows go
+    in length order, so a batch pads to a near neighbour's length rather than to the longest of a random 16."""
     import torch
 
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
     total, count = 0.0, 0
     with torch.inference_mode():
-        for start in range(0, len(tokenized), batch_size):
-            batch = collator([tokenized[i] for i in range(start, min(start + batch_size, len(tokenized)))])
+        for start in range(0, len(order), batch_size):
+            batch = collator([tokenized[i] for i in order[start : start + batch_size]])
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
             targets = batch["labels"][:, 1:]
             losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=IGNORE,

@@ -88,6 +88,26 @@ def test_loss_covers_only_the_completion_and_eos(causal_recipe):
     assert row["input_ids"][n_prompt:] == row["labels"][n_prompt:]
 
 
+def test_perplexity_does_not_depend_on_batching_or_padding(causal_recipe):
+    # setup: rows of different lengths, so batches of 4 pad and length order regroups them
+    from edgeft.decoders import load_decoder
+    from edgeft.tasks.causal_lm import perplexity
+
+    recipe = validate_recipe(causal_recipe)
+    task = get_task("causal-lm")
+    tokenizer = load_decoder_tokenizer(TINY_LLAMA)
+    split = task.load_splits(recipe.data, 0).test
+    tokenized = task.tokenize(split, tokenizer, 48, build_prompt_format(tokenizer, recipe.generation))
+    model = load_decoder(TINY_LLAMA)
+    assert len(set(map(len, tokenized["input_ids"]))) > 1
+    # execute
+    one_by_one, batched = perplexity(model, tokenized, task.collator(tokenizer), batch_size=1), \
+        perplexity(model, tokenized, task.collator(tokenizer), batch_size=4)
+    # assert: a random model near its vocabulary size, and the same value however the rows are grouped
+    assert one_by_one > 10
+    assert batched == pytest.approx(one_by_one, rel=1e-4)
+
+
 def test_validation_is_held_out_by_prompt(causal_recipe):
     splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
     assert set(splits.train["prompt"]).isdisjoint(splits.validation["prompt"])
