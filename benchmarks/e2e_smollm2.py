@@ -2,15 +2,16 @@
 its own runtime with its generation speed.
 
 Usage:
-    python -m benchmarks.e2e_smollm2 base [--prompts N]            # base model, prompt only (no tuning), PyTorch
+    python -m benchmarks.e2e_smollm2 base [--prompts N] [--chat-template]  # base model, prompt only (no tuning)
     python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
     python -m benchmarks.e2e_smollm2 step [--steps N]               # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
                                                                     # bundles of the untuned model, verified
 
-The prompt format is the recipe's (recipes/e2e-smollm2-lora.yaml: its instruction inside the chat template); one
-greedy generation per distinct test MR (the first N MRs of testset_w_refs.csv in file order), scored by sacrebleu
-corpus BLEU against all of that MR's references, and ROUGE-L. Writes benchmarks/results/e2e_smollm2_<mode>.json with
+The prompt format is the recipe's (recipes/e2e-smollm2-lora.yaml: a plain instruction; `base --chat-template` puts it
+in the instruction model's chat format, the fairer test of an untuned chat model); one greedy generation per distinct
+test MR (the first N MRs of testset_w_refs.csv in file order), scored by sacrebleu corpus BLEU against all of that
+MR's references, and ROUGE-L. Writes benchmarks/results/e2e_smollm2_<mode>.json with
 the command. Speeds: `edgeft bench BUNDLE...` (edgeft.bench.generation: fresh processes, interleaved rounds).
 """
 
@@ -37,7 +38,7 @@ def test_examples(prompts: int | None):
     return recipe, task.examples(splits.test)[:prompts]
 
 
-def base(prompts: int | None) -> dict:
+def base(prompts: int | None, chat_template: bool) -> dict:
     """The base model with the recipe's prompt and no tuning, greedy, in PyTorch."""
     from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
     from edgeft.tasks.causal_lm import build_prompt_format, generation_spec, greedy_scores
@@ -46,6 +47,7 @@ def base(prompts: int | None) -> dict:
     source = resolve_decoder(recipe.model.name)
     tokenizer = load_decoder_tokenizer(source)
     spec = generation_spec(recipe)
+    spec = spec.model_copy(update={"chat_template": chat_template or spec.chat_template})
     prompt_format = build_prompt_format(tokenizer, spec)
     started = time.perf_counter()
     scores, outputs = greedy_scores(load_decoder(source), tokenizer, examples, prompt_format, spec.max_new_tokens)
@@ -158,6 +160,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--formats", default="onnx-fp32,onnx-int4", help="export-base: FORMAT-PRECISION,...")
+    parser.add_argument("--chat-template", action="store_true", help="base: the recipe's prompt in the chat format")
     parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
     parser.add_argument("--batch-size", type=int, default=None, help="step: rows per step (default: the recipe's)")
     args = parser.parse_args(argv)
@@ -166,12 +169,13 @@ def main(argv: list[str]) -> int:
     elif args.mode == "export-base":
         result = export_base(args.run, args.formats.split(","), args.prompts or 16)
     elif args.mode == "base":
-        result = base(args.prompts)
+        result = base(args.prompts, args.chat_template)
     else:
         result = bundles(args.run, args.prompts, args.threads)
     result = {"command": "python -m benchmarks.e2e_smollm2 " + " ".join(argv), "prompts": args.prompts, **result}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"e2e_smollm2_{args.mode}{'_' + args.run.name if args.run else ''}.json"
+    suffix = ("_" + args.run.name if args.run else "") + ("_chat" if args.chat_template else "")
+    out = RESULTS / f"e2e_smollm2_{args.mode}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after")
     print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
