@@ -11,8 +11,8 @@ Usage:
 The prompt format is the recipe's (recipes/e2e-smollm2-lora.yaml: a plain instruction; `base --chat-template` puts it
 in the instruction model's chat format, the fairer test of an untuned chat model); one greedy generation per distinct
 test MR (the first N MRs of testset_w_refs.csv in file order), scored by sacrebleu corpus BLEU against all of that
-MR's references, and ROUGE-L. Writes benchmarks/results/e2e_smollm2_<mode>.json with
-the command. Speeds: `edgeft bench BUNDLE...` (edgeft.bench.generation: fresh processes, interleaved rounds).
+MR's references, and ROUGE-L. Writes benchmarks/results/e2e_smollm2_<mode>[_<run>][_chat].json with the command.
+Speeds: `edgeft bench BUNDLE...` (edgeft.bench.generation: fresh processes, interleaved rounds).
 """
 
 from __future__ import annotations
