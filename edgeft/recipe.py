@@ -124,6 +124,9 @@ class TrainingSpec(Strict):
     group_by_length: bool = False
     """Batch rows of similar length together (less padding, less compute when lengths vary a lot; the batches
     are still shuffled)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training arithmetic: `auto` is bfloat16 mixed precision on a GPU that supports it and float32 elsewhere;
+    `fp32` always float32; `bf16` insists on bfloat16 (an error without such a GPU)."""
 
 
 class GenerationSpec(Strict):

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from edgeft.console import is_terminal
+from edgeft.errors import EdgeftError
 from edgeft.recipe import TrainingSpec
 
 EVAL_BATCH_SIZE = 64
@@ -167,7 +168,10 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
     choose_on = getattr(task, "checkpoint_metric", task.metric)
     compute_metrics = task.compute_metrics(labels)
     per_steps = training.eval_steps is not None
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    bf16_available = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if training.precision == "bf16" and not bf16_available:
+        raise EdgeftError("training.precision: bf16 needs a GPU with bfloat16 support here; use auto or fp32")
+    use_bf16 = bf16_available and training.precision != "fp32"
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch
     args = TrainingArguments(
         output_dir=str(folder / "checkpoints"),

@@ -201,7 +201,7 @@ class CausalLM:
             tokenizer.save_pretrained(folder / "adapter")
             model = model.merge_and_unload()
         merged_dir = save_merged(model, tokenizer, folder / "merged", prompt_format, spec, max_length)
-        merged = load_decoder(merged_dir)
+        merged = load_decoder(merged_dir).to(model.device)  # score where training ran (a GPU when there is one)
         diff = float(np.abs(tuned_logits - _logits(merged, check_rows, self.collator(tokenizer))).max())
         if diff > MERGE_TOLERANCE:
             raise EdgeftError(f"merge check failed: merged logits differ by {diff:.2e} (> {MERGE_TOLERANCE})", 1)
@@ -293,7 +293,7 @@ def generate_torch(model, tokenizer, prompts: list[str], prompt_format: str, max
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
-                                  add_special_tokens=False)
+                                  add_special_tokens=False).to(model.device)
                 out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                      pad_token_id=tokenizer.pad_token_id)
@@ -325,7 +325,8 @@ def perplexity(model, tokenized, collator, batch_size: int = 16) -> float:
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            batch = collator([tokenized[i] for i in order[start : start + batch_size]])
+            rows = [tokenized[i] for i in order[start : start + batch_size]]
+            batch = {key: value.to(model.device) for key, value in collator(rows).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
             targets = batch["labels"][:, 1:]
             losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=IGNORE,
@@ -339,10 +340,10 @@ def _logits(model, rows, collator) -> np.ndarray:
     """Logits of the real (unpadded) positions of a few tokenized rows, flattened: the merge-drift reference."""
     import torch
 
-    batch = collator([rows[i] for i in range(len(rows))])
+    batch = {key: value.to(model.device) for key, value in collator([rows[i] for i in range(len(rows))]).items()}
     with torch.inference_mode():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return logits[batch["attention_mask"].bool()].float().numpy()
+    return logits[batch["attention_mask"].bool()].float().cpu().numpy()
 
 
 TASK = CausalLM()

@@ -89,6 +89,14 @@ def test_failed_run_leaves_no_run_folder(tiny_recipe, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU offers bfloat16")
+def test_bf16_precision_without_a_gpu_is_refused(tiny_recipe, tmp_path):
+    tiny_recipe["training"]["precision"] = "bf16"
+    with pytest.raises(EdgeftError, match="training.precision: bf16 needs a GPU"):
+        tune(validate_recipe(tiny_recipe))
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_checkpoint_is_refused(tiny_recipe):
     with pytest.raises(EdgeftError, match="nothing to resume"):
         tune(validate_recipe(tiny_recipe), resume=True)
