@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -152,6 +153,18 @@ class JsonlLog(TrainerCallback):
                 log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
+class StopOnNonFinite(TrainerCallback):
+    """Fail the run once a gradient norm or loss is no longer finite: the Trainer would log a NaN training loss as 0.0
+    and go on to save a useless adapter."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("grad_norm", "loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise EdgeftError(f"training diverged: {key} is {value} at step {state.global_step} (try "
+                                  "training.precision: fp32 or a lower training.learning_rate)", 1)
+
+
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
                   task=None, progress=None, **extra):
     """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early.
@@ -205,7 +218,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks = [TrainProgress(choose_on, progress), JsonlLog(folder / "train_log.jsonl")]
+    callbacks = [TrainProgress(choose_on, progress), JsonlLog(folder / "train_log.jsonl"), StopOnNonFinite()]
     if training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))
     trainer = (trainer_class or ClassifierTrainer)(

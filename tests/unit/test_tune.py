@@ -97,6 +97,16 @@ def test_bf16_precision_without_a_gpu_is_refused(tiny_recipe, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_diverged_training_fails_instead_of_saving_a_nan_adapter(tiny_recipe, tmp_path):
+    tiny_recipe["training"].update(learning_rate=1e30, max_steps=20, eval_steps=None)
+    with pytest.raises(EdgeftError, match="training diverged: (grad_norm|loss|eval_loss) is nan") as failure:
+        tune(validate_recipe(tiny_recipe))
+    assert failure.value.exit_code == 1
+    assert not (tmp_path / "run").exists()
+    logged = [json.loads(line) for line in (tmp_path / ".run.partial" / "train_log.jsonl").read_text().splitlines()]
+    assert logged and any(value != value for record in logged for value in record.values() if isinstance(value, float))
+
+
 def test_resume_without_checkpoint_is_refused(tiny_recipe):
     with pytest.raises(EdgeftError, match="nothing to resume"):
         tune(validate_recipe(tiny_recipe), resume=True)
