@@ -80,15 +80,17 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
         f"| candidate | chain | validation {metric} | test {metric} | p50 {unit} | p90 | MB | peak RSS MiB | front |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *[_row(c, metric, best, on_front, scale) for c in ordered], "",
-        "## What each pass bought", "",
-        f"Each front candidate against the tuned model in the same format and precision (validation {metric}).", "",
-        f"| candidate | chain | Δ {metric} (pt) | speed-up | size |", "| --- | --- | --- | --- | --- |",
-        *[f"| {e['candidate']} | {' → '.join(e['chain'])} | {e['metric_delta'] * 100 / scale:+.2f} | "
-          f"{e['speedup']:.2f}× | "
-          f"{e['size_ratio']:.0%} |" for e in summary["passes"]], "",
-        "## Why trials stopped early", "",
-        *[f"- {count}× {reason}" for reason, count in trials["stopped"].items()], "",
     ]
+    if summary["passes"]:  # none when no front candidate has a pass before its export (a decoder's search)
+        lines += [
+            "## What each pass bought", "",
+            f"Each front candidate against the tuned model in the same format and precision (validation {metric}).",
+            "", f"| candidate | chain | Δ {metric} (pt) | speed-up | size |", "| --- | --- | --- | --- | --- |",
+            *[f"| {e['candidate']} | {' → '.join(e['chain'])} | {e['metric_delta'] * 100 / scale:+.2f} | "
+              f"{e['speedup']:.2f}× | {e['size_ratio']:.0%} |" for e in summary["passes"]], "",
+        ]
+    if trials["stopped"]:
+        lines += ["## Why trials stopped early", "", *[f"- {n}× {reason}" for reason, n in trials["stopped"].items()], ""]
     path.write_text("\n".join(lines))
 
 

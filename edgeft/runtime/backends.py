@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,17 +138,44 @@ def tflite_interpreter() -> tuple[type, dict]:
             raise missing_extra("Running a TFLite bundle", "tflite-runtime") from None
 
 
+def tflite_runners(folder: Path, threads: int | None, signatures: list[str]) -> tuple[dict, dict]:
+    """An interpreter of the bundle's `model.tflite` as one runner per signature, and the runtime's version. Its C++
+    side writes an "INFO: Created TensorFlow Lite XNNPACK delegate" line to stderr on every load: that output is
+    held back, and shown only if the load fails."""
+    Interpreter, versions = tflite_interpreter()
+    with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            interpreter = Interpreter(model_path=str(folder / "model.tflite"), num_threads=threads)
+            interpreter.allocate_tensors()  # applies the XNNPACK delegate now rather than at the first call
+            runners = {name: interpreter.get_signature_runner(name) for name in signatures}
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return runners, versions
+
+
+_NATIVE_STDERR_LOCK = threading.Lock()  # file descriptor 2 is process-wide: one held load at a time
+
+
 def load_tflite(folder: Path, manifest: dict, threads: int | None) -> Backend:
     """LiteRT (ai-edge-litert), or the legacy tflite-runtime wheel as a fallback; one runner per fixed-shape bucket.
 
     Rows are sent in chunks of the bucket's batch size; `encode` has already padded the rows and the sequence.
     """
-    Interpreter, versions = tflite_interpreter()
     buckets = manifest["buckets"]
+    signatures = [bucket["signature"] for bucket in buckets]
+    versions = tflite_interpreter()[1]
 
     def make_runners() -> dict:
-        interpreter = Interpreter(model_path=str(folder / "model.tflite"), num_threads=threads)
-        return {bucket["signature"]: interpreter.get_signature_runner(bucket["signature"]) for bucket in buckets}
+        return tflite_runners(folder, threads, signatures)[0]
 
     interpreters = Pool(make_runners, os.cpu_count() or 1)
     names = [spec["name"] for spec in manifest["inputs"]]

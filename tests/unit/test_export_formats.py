@@ -1,6 +1,8 @@
 """Export of the tiny model to every format and precision, verified against PyTorch through the light runtime."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -95,3 +97,12 @@ def test_tflite_pads_to_the_smallest_bucket(exported):
     assert nine["input_ids"].shape == (16, 32)  # two batch-8 runs, filler rows dropped by predict
     assert long_text["input_ids"].shape == (1, 32)  # truncated to max_length, the largest bucket
     assert len(predictor.predict(TEXTS[:9])) == 9
+
+
+def test_tflite_load_and_predict_keep_the_console_quiet(exported):
+    # LiteRT's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate" on every load unless held back
+    code = "import sys; from edgeft.runtime import load; print(load(sys.argv[1]).predict(['balance'])[0][0])"
+    result = subprocess.run([sys.executable, "-c", code, str(exported("tflite", "fp32"))], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() in LABELS
+    assert result.stderr == ""
