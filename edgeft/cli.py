@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -21,6 +22,24 @@ def run_stage(function, *args, **kwargs):
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(error.exit_code)
+
+
+def run_logged_stage(log_file: Path, function, *args, **kwargs):
+    """`run_stage` with third-party output (converters' C++ logs, warnings, prints) sent to `log_file`, while
+    edgeft's progress (rich's console) stays on the terminal."""
+    import rich
+
+    from edgeft.console import third_party_to
+
+    def logged():
+        with third_party_to(log_file) as terminal:
+            rich.reconfigure(file=terminal)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                rich.reconfigure()
+
+    return run_stage(logged)
 
 
 def require(extra: str, what: str, *modules: str) -> None:
@@ -252,7 +271,9 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples, 
     """
     from edgeft.export import export
 
-    folder = run_stage(
+    log_file = Path(run_dir) / "export.log"
+    stage = partial(run_logged_stage, log_file) if Path(run_dir).is_dir() else run_stage  # a bad path: no log made
+    folder = stage(
         export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples, sign_key=sign_key
     )
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
@@ -261,6 +282,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples, 
         f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} prediction rows of "
         f"{verification['texts']} texts)"
     )
+    if Path(run_dir).is_dir():
+        click.echo(f"third-party output: {log_file}")
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,6 +89,17 @@ def test_run_folder_exports_with_its_recipe_texts_and_replaces_the_old_bundle(ru
     assert manifest["verification"]["accuracy"] == manifest["verification"]["torch_accuracy"]
     assert manifest["source"]["recipe_lock_sha256"] and manifest["source"]["run_dir"] == str(run_dir)
     assert [p.name for p in (run_dir / "bundles").iterdir()] == ["onnx-fp32"]
+
+
+def test_cli_export_sends_third_party_output_to_the_run_log(run_dir, tmp_path):
+    # ONNX Runtime's quantizer logs "Please consider to run pre-processing" on every int8 export
+    result = subprocess.run([sys.executable, "-m", "edgeft", "export", str(run_dir), "--format", "onnx", "--precision",
+                             "int8", "--output", str(tmp_path / "int8"), "--samples", "8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    console = result.stdout + result.stderr
+    assert "bundle: " in console and f"third-party output: {run_dir / 'export.log'}" in console
+    assert "pre-processing" not in console and "pre-processing" in (run_dir / "export.log").read_text()
 
 
 def test_cli_export_prints_the_bundle_and_errors_without_traceback(run_dir, tmp_path):
