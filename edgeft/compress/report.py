@@ -90,7 +90,8 @@ def write_report(path: Path, summary: dict, candidates: list[Candidate], front: 
               f"{e['speedup']:.2f}× | {e['size_ratio']:.0%} |" for e in summary["passes"]], "",
         ]
     if trials["stopped"]:
-        lines += ["## Why trials stopped early", "", *[f"- {n}× {reason}" for reason, n in trials["stopped"].items()], ""]
+        lines += ["## Why trials stopped early", "",
+                  *[f"- {count}× {reason}" for reason, count in trials["stopped"].items()], ""]
     path.write_text("\n".join(lines))
 
 
