@@ -26,7 +26,8 @@ def run_stage(function, *args, **kwargs):
 
 def run_logged_stage(log_file: Path, function, *args, **kwargs):
     """`run_stage` with third-party output (converters' C++ logs, warnings, prints) sent to `log_file`, while
-    edgeft's progress (rich's console) stays on the terminal."""
+    edgeft's progress (rich's console) stays on the terminal. Without the log's folder (a mistyped path) nothing is
+    created: the stage reports the bad input itself."""
     import rich
 
     from edgeft.console import third_party_to
@@ -39,7 +40,7 @@ def run_logged_stage(log_file: Path, function, *args, **kwargs):
             finally:
                 rich.reconfigure()
 
-    return run_stage(logged)
+    return run_stage(logged if log_file.parent.is_dir() else partial(function, *args, **kwargs))
 
 
 def require(extra: str, what: str, *modules: str) -> None:
@@ -272,8 +273,8 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples, 
     from edgeft.export import export
 
     log_file = Path(run_dir) / "export.log"
-    stage = partial(run_logged_stage, log_file) if Path(run_dir).is_dir() else run_stage  # a bad path: no log made
-    folder = stage(
+    folder = run_logged_stage(
+        log_file,
         export, run_dir, format_, precision, output, min_agreement=min_agreement, n_verify=samples, sign_key=sign_key
     )
     verification = json.loads((folder / "manifest.json").read_text())["verification"]
@@ -282,7 +283,7 @@ def export_command(run_dir, format_, precision, output, min_agreement, samples, 
         f"max abs logit diff {verification['max_abs_diff']:.2g}, {verification['n_inputs']} prediction rows of "
         f"{verification['texts']} texts)"
     )
-    if Path(run_dir).is_dir():
+    if log_file.is_file():
         click.echo(f"third-party output: {log_file}")
 
 

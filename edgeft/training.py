@@ -165,6 +165,14 @@ class StopOnNonFinite(TrainerCallback):
                                   "training.precision: fp32 or a lower training.learning_rate)", 1)
 
 
+def bf16_training(precision: str) -> bool:
+    """Whether the recipe's `training.precision` trains in bfloat16 mixed precision on this machine."""
+    available = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not available:
+        raise EdgeftError("training.precision: bf16 needs a GPU with bfloat16 support here; use auto or fp32")
+    return available and precision != "fp32"
+
+
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
                   task=None, progress=None, **extra):
     """A Trainer that evaluates every epoch (or `eval_steps`), keeps the best checkpoint and stops early.
@@ -181,10 +189,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
     choose_on = getattr(task, "checkpoint_metric", task.metric)
     compute_metrics = task.compute_metrics(labels)
     per_steps = training.eval_steps is not None
-    bf16_available = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if training.precision == "bf16" and not bf16_available:
-        raise EdgeftError("training.precision: bf16 needs a GPU with bfloat16 support here; use auto or fp32")
-    use_bf16 = bf16_available and training.precision != "fp32"
+    use_bf16 = bf16_training(training.precision)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun / accelerate launch
     args = TrainingArguments(
         output_dir=str(folder / "checkpoints"),

@@ -138,11 +138,10 @@ def tflite_interpreter() -> tuple[type, dict]:
             raise missing_extra("Running a TFLite bundle", "tflite-runtime") from None
 
 
-def tflite_runners(folder: Path, threads: int | None, signatures: list[str]) -> tuple[dict, dict]:
-    """An interpreter of the bundle's `model.tflite` as one runner per signature, and the runtime's version. Its C++
-    side writes an "INFO: Created TensorFlow Lite XNNPACK delegate" line to stderr on every load: that output is
-    held back, and shown only if the load fails."""
-    Interpreter, versions = tflite_interpreter()
+def tflite_runners(Interpreter: type, folder: Path, threads: int | None, signatures: list[str]) -> dict:
+    """An interpreter of the bundle's `model.tflite` as one runner per signature. Its C++ side writes an "INFO:
+    Created TensorFlow Lite XNNPACK delegate" line to stderr on every load: that output is held back, and shown
+    only if the load fails."""
     with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as held:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -159,7 +158,7 @@ def tflite_runners(folder: Path, threads: int | None, signatures: list[str]) -> 
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-    return runners, versions
+    return runners
 
 
 _NATIVE_STDERR_LOCK = threading.Lock()  # file descriptor 2 is process-wide: one held load at a time
@@ -170,12 +169,12 @@ def load_tflite(folder: Path, manifest: dict, threads: int | None) -> Backend:
 
     Rows are sent in chunks of the bucket's batch size; `encode` has already padded the rows and the sequence.
     """
+    Interpreter, versions = tflite_interpreter()
     buckets = manifest["buckets"]
     signatures = [bucket["signature"] for bucket in buckets]
-    versions = tflite_interpreter()[1]
 
     def make_runners() -> dict:
-        return tflite_runners(folder, threads, signatures)[0]
+        return tflite_runners(Interpreter, folder, threads, signatures)
 
     interpreters = Pool(make_runners, os.cpu_count() or 1)
     names = [spec["name"] for spec in manifest["inputs"]]

@@ -84,11 +84,12 @@ def load_tflite_decoder(folder: Path, manifest: dict, threads: int | None) -> tu
     in place). A prompt is prefilled in chunks of n tokens: a short one padded (padded positions lie after every
     real one, so causal masking hides them until decoding overwrites them), the last of a long one moved back to
     end at the prompt's end (its overlap recomputes the same keys and values)."""
-    from edgeft.runtime.backends import tflite_runners
+    from edgeft.runtime.backends import tflite_interpreter, tflite_runners
 
+    Interpreter, versions = tflite_interpreter()
     decoder = manifest["decoder"]
     names, chunk = decoder["past_names"], int(decoder["prefill_tokens"])
-    runners, versions = tflite_runners(folder, threads, [decoder["prefill_signature"], decoder["decode_signature"]])
+    runners = tflite_runners(Interpreter, folder, threads, [decoder["prefill_signature"], decoder["decode_signature"]])
     prefill, decode = runners[decoder["prefill_signature"]], runners[decoder["decode_signature"]]
 
     def step(input_ids, attention_mask, position_ids, past):
