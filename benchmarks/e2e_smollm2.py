@@ -4,7 +4,8 @@ its own runtime with its generation speed.
 Usage:
     python -m benchmarks.e2e_smollm2 base [--prompts N] [--chat-template]  # base model, prompt only (no tuning)
     python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
-    python -m benchmarks.e2e_smollm2 step [--steps N]               # seconds per LoRA training step
+    python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
+    python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
                                                                     # bundles of the untuned model, verified
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,10 +105,12 @@ def export_base(run: Path, formats: list[str], verify: int) -> dict:
     return {"model": str(source), "rows": rows}
 
 
-def step_cost(steps: int, batch_size: int | None) -> dict:
+def step_cost(steps: int, batch_size: int | None, precision: str) -> dict:
     """Wall and process CPU seconds per LoRA training step on real rows of the recipe (its batch size and
-    max_length, rows of similar length together as `group_by_length` batches them). CPU seconds per step do not
-    grow when other jobs share the cores; wall seconds do."""
+    max_length, rows of similar length together as `group_by_length` batches them), in fp32 or under bf16
+    autocast as the Trainer's `bf16` runs it. CPU seconds per step do not grow when other jobs share the cores;
+    wall seconds do."""
+    import contextlib
     import resource
 
     import torch
@@ -134,7 +138,8 @@ def step_cost(steps: int, batch_size: int | None) -> dict:
     for step in range(steps):
         batch = collator([rows[i] for i in order[step * batch_size:(step + 1) * batch_size]])
         cpu0, wall0 = _cpu_seconds(resource), time.perf_counter()
-        loss = model(**batch).loss
+        with (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()):
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -142,10 +147,32 @@ def step_cost(steps: int, batch_size: int | None) -> dict:
                         "tokens": int(batch["attention_mask"].sum()), "padded": int(batch["input_ids"].numel())})
     with open("/proc/loadavg") as handle:
         load = handle.read().split()[:3]
-    return {"batch_size": batch_size, "max_length": recipe.data.max_length, "torch_threads": torch.get_num_threads(),
+    return {"precision": precision, "batch_size": batch_size, "max_length": recipe.data.max_length, "torch_threads": torch.get_num_threads(),
             "steps": timings, "loadavg_after": load,
             "mean_wall_s": sum(t["wall_s"] for t in timings) / steps,
             "mean_cpu_s": sum(t["cpu_s"] for t in timings) / steps}
+
+
+def precision_speed(rounds: int, steps: int, batch_size: int | None) -> dict:
+    """fp32 against bf16 autocast training steps: `rounds` interleaved pairs of fresh processes (the order
+    alternates), the same rows in each; the first step of a process is warm-up and left out. Speed-up = fp32's
+    median wall seconds per step over bf16's, with a bootstrap interval over paired rounds."""
+    from edgeft.bench.stats import percentile_ci, ratio_ci
+
+    samples: dict[str, list[list[float]]] = {"fp32": [], "bf16": []}
+    raw = []
+    for index in range(rounds):
+        for precision in ("fp32", "bf16") if index % 2 == 0 else ("bf16", "fp32"):
+            command = [sys.executable, "-m", "benchmarks.e2e_smollm2", "step", "--steps", str(steps),
+                       "--precision", precision, "--print-json"] + (["--batch-size", str(batch_size)] if batch_size else [])
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            samples[precision].append([t["wall_s"] for t in result["steps"][1:]])
+            raw.append({"round": index, **result})
+            print(f"round {index} {precision}: {result['mean_wall_s']:.2f} s/step", flush=True)
+    return {"rounds": rounds, "steps_timed": steps - 1,
+            "median_s_per_step": {k: percentile_ci(v, 50) for k, v in samples.items()},
+            "bf16_speedup": ratio_ci(samples["fp32"], samples["bf16"]), "raw": raw}
 
 
 def _cpu_seconds(resource) -> float:
@@ -155,7 +182,7 @@ def _cpu_seconds(resource) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
-    parser.add_argument("mode", choices=["base", "bundles", "step", "export-base"])
+    parser.add_argument("mode", choices=["base", "bundles", "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
@@ -163,9 +190,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--chat-template", action="store_true", help="base: the recipe's prompt in the chat format")
     parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
     parser.add_argument("--batch-size", type=int, default=None, help="step: rows per step (default: the recipe's)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="step: fp32 or bf16 autocast")
+    parser.add_argument("--rounds", type=int, default=3, help="precision: interleaved fp32/bf16 process pairs")
+    parser.add_argument("--print-json", action="store_true", help="step: print the result, write no file")
     args = parser.parse_args(argv)
     if args.mode == "step":
-        result = step_cost(args.steps, args.batch_size)
+        result = step_cost(args.steps, args.batch_size, args.precision)
+        if args.print_json:
+            print(json.dumps(result))
+            return 0
+    elif args.mode == "precision":
+        result = precision_speed(args.rounds, args.steps, args.batch_size)
     elif args.mode == "export-base":
         result = export_base(args.run, args.formats.split(","), args.prompts or 16)
     elif args.mode == "base":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
+from edgeft.errors import EdgeftError
 from edgeft.recipe import MethodSpec
 
 # All attention and FFN projections: on MiniLM this beat query/value only (see ../shared/STACK.md calibration).
@@ -20,6 +23,8 @@ MERGEABLE = {"lora", "dora", "ia3"}
 def _lora(encoder: nn.Module, spec: MethodSpec, use_dora: bool = False) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    if spec.adapter is not None:
+        return _saved_lora(encoder, spec, use_dora)
     targets = LORA_TARGETS.get(encoder.config.model_type, "all-linear")
     config = LoraConfig(
         r=spec.r,
@@ -29,6 +34,25 @@ def _lora(encoder: nn.Module, spec: MethodSpec, use_dora: bool = False) -> nn.Mo
         use_dora=use_dora,
     )
     return get_peft_model(encoder, config)
+
+
+def _saved_lora(encoder: nn.Module, spec: MethodSpec, use_dora: bool) -> nn.Module:
+    """The encoder with a saved LoRA/DoRA adapter loaded trainable (the recipe's dropout applies)."""
+    from peft import PeftConfig, PeftModel
+
+    folder = Path(spec.adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise EdgeftError(f"method.adapter: {folder} has no adapter_config.json (expected a run's adapter/ folder)")
+    config = PeftConfig.from_pretrained(folder)
+    saved = (getattr(config, "r", None), getattr(config, "lora_alpha", None), bool(getattr(config, "use_dora", False)))
+    if saved != (spec.r, spec.alpha, use_dora):
+        raise EdgeftError(f"method.adapter: {folder} holds r={saved[0]}, alpha={saved[1]}, dora={saved[2]}; the "
+                          f"recipe says r={spec.r}, alpha={spec.alpha}, dora={use_dora}")
+    config.lora_dropout = spec.dropout
+    try:
+        return PeftModel.from_pretrained(encoder, folder, config=config, is_trainable=True)
+    except (RuntimeError, ValueError, KeyError) as error:  # shapes or module names of another base model
+        raise EdgeftError(f"method.adapter: {folder} does not fit model.name's weights: {error}") from None
 
 
 def _ia3(encoder: nn.Module, spec: MethodSpec) -> nn.Module:

@@ -204,6 +204,19 @@ class EncoderClassifier(nn.Module):
         self.encoder.save_pretrained(folder, safe_serialization=True)
         self.save_head(folder, tokenizer)
 
+    def load_head(self, folder: Path) -> None:
+        """Take the head's weights from a saved run folder (`save_head`), which must have this head's labels."""
+        from safetensors.torch import load_file
+
+        config_file = Path(folder) / CLASSIFIER_CONFIG
+        if not config_file.is_file():
+            raise EdgeftError(f"{folder}: no {CLASSIFIER_CONFIG} (a classifier run's adapter/ folder holds one)")
+        saved = json.loads(config_file.read_text())
+        if saved.get("labels") != self.head_config.labels:
+            raise EdgeftError(f"{config_file}: its labels differ from the data's ({len(saved.get('labels', []))} vs "
+                              f"{len(self.head_config.labels)}); a saved head continues only on the same labels")
+        self.head.load_state_dict(load_file(str(Path(folder) / CLASSIFIER_WEIGHTS)))
+
     def save_head(self, folder: Path, tokenizer=None) -> None:
         """Write only the head and the tokenizer (beside a peft adapter, or as part of `save`)."""
         from safetensors.torch import save_file

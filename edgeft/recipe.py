@@ -98,6 +98,15 @@ class MethodSpec(Strict):
     """Module names to adapt; `auto` picks per architecture (all attention and FFN projections for BERT)."""
     num_virtual_tokens: PositiveInt = Field(16, le=4096)
     """Virtual tokens for `prefix` and `ptuning-v2`."""
+    adapter: str | None = None
+    """Continue training a saved adapter (a run's `adapter/` folder) instead of a fresh one: `lora`/`dora` only, its
+    rank and alpha must be `r` and `alpha`; a classifier's head comes from the same folder. None: a fresh adapter."""
+
+    @model_validator(mode="after")
+    def _adapter_is_lora(self) -> MethodSpec:
+        if self.adapter is not None and self.kind not in ("lora", "dora"):
+            raise ValueError(f"method.adapter: continuing a saved adapter needs kind lora or dora (got {self.kind!r})")
+        return self
 
 
 class TrainingSpec(Strict):
@@ -126,7 +135,8 @@ class TrainingSpec(Strict):
     are still shuffled)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Training arithmetic: `auto` is bfloat16 mixed precision on a GPU that supports it and float32 elsewhere;
-    `fp32` always float32; `bf16` insists on bfloat16 (an error without such a GPU)."""
+    `fp32` always float32; `bf16` bfloat16 mixed precision on such a GPU or on a CPU with native bfloat16
+    (AVX512-BF16 or AMX), an error elsewhere."""
 
 
 class GenerationSpec(Strict):

@@ -166,11 +166,19 @@ class StopOnNonFinite(TrainerCallback):
 
 
 def bf16_training(precision: str) -> bool:
-    """Whether the recipe's `training.precision` trains in bfloat16 mixed precision on this machine."""
-    available = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """Whether the recipe's `training.precision` trains in bfloat16 mixed precision on this machine: `auto` on a
+    GPU with bfloat16, `bf16` there or on a CPU with native bfloat16 arithmetic (AVX512-BF16, AMX; oneDNN)."""
+    gpu = torch.cuda.is_available()
+    available = torch.cuda.is_bf16_supported() if gpu else cpu_has_bf16()
     if precision == "bf16" and not available:
-        raise EdgeftError("training.precision: bf16 needs a GPU with bfloat16 support here; use auto or fp32")
-    return available and precision != "fp32"
+        raise EdgeftError("training.precision: bf16 needs a GPU or CPU with bfloat16 arithmetic here (this one "
+                          "would emulate it, slower than fp32); use auto or fp32")
+    return available and (precision == "bf16" or (precision == "auto" and gpu))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, folder: Path, trainer_class=None,
@@ -215,6 +223,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         seed=training.seed,
         data_seed=training.seed,
         bf16=use_bf16,
+        use_cpu=use_bf16 and not torch.cuda.is_available(),  # the Trainer's CPU autocast asks for it
         report_to=[],
         disable_tqdm=True,
         save_safetensors=True,
@@ -252,6 +261,8 @@ def train(trainer, folder: Path, resume: bool) -> tuple[object, dict]:
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
+    # Mixed precision left the model's forward wrapped in autocast: later checks (the merge) compare in float32.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     rows = (result.global_step - first) * trainer.args.per_device_train_batch_size * trainer.args.world_size
     return result, {
         "seconds": round(seconds, 1),
@@ -259,6 +270,7 @@ def train(trainer, folder: Path, resume: bool) -> tuple[object, dict]:
         "resumed_from_step": first,
         "samples_per_second": round(rows / seconds, 3) if seconds else None,
         "epochs": trainer.state.epoch,
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
         "device": str(trainer.args.device),
     }

@@ -116,6 +116,8 @@ def _tune_classifier(recipe: Recipe, task, source: str, splits, partial: Path, r
     )
     encoder = apply_method(load_encoder(source, vocab_size=len(tokenizer)), recipe.method)
     model = task.build_model(encoder, head_config)
+    if recipe.method.adapter is not None:
+        model.load_head(Path(recipe.method.adapter))
     params = count_parameters(model)
 
     tokenized = {name: task.tokenize(split, tokenizer, recipe.data.max_length) for name, split in splits.items()}

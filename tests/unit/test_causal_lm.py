@@ -148,6 +148,27 @@ def test_lora_run_is_merged_checked_and_scored_by_generating(lora_run):
     assert f"edgeft export {lora_run} " in card and "AutoModelForCausalLM" in card  # the final folder, not staging
 
 
+def test_tuning_continues_from_a_saved_adapter(lora_run, causal_recipe):
+    # setup: one step at a negligible learning rate, so the run scores what it started from
+    from edgeft.tune import tune
+
+    causal_recipe["method"]["adapter"] = str(lora_run / "adapter")
+    causal_recipe["training"].update(max_steps=1, learning_rate=1e-12)
+    # execute
+    run = tune(validate_recipe(causal_recipe))
+    # assert: the saved adapter's quality, far from a fresh adapter's (the untuned random model, perplexity ~400)
+    before = json.loads((lora_run / "metrics.json").read_text())["test"]["perplexity"]
+    after = json.loads((run / "metrics.json").read_text())["test"]["perplexity"]
+    assert after == pytest.approx(before, rel=1e-3)
+
+
+def test_a_saved_adapter_of_another_rank_is_refused(lora_run, causal_recipe, tmp_path):
+    causal_recipe["method"].update(adapter=str(lora_run / "adapter"), r=4)
+    result = CliRunner().invoke(main, ["tune", str(write_recipe(causal_recipe, tmp_path / "r4.yaml"))])
+    assert result.exit_code == 2 and "method.adapter" in result.output and "r=8" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("kind", ["dora", "full"])
 def test_dora_and_full_tune_through_the_same_path(causal_recipe, kind):
     from edgeft.tune import tune

@@ -52,6 +52,25 @@ def test_methods_train_and_merge(tiny_recipe, kind):
         assert trainable == 32 * 3 + 3  # hidden 32 x 3 labels + bias
 
 
+def test_tuning_continues_from_a_saved_adapter_and_head(tiny_recipe, tmp_path):
+    # setup
+    first = tune(validate_recipe(tiny_recipe))
+    tiny_recipe.update(output=str(tmp_path / "continued"))
+    tiny_recipe["method"]["adapter"] = str(first / "adapter")
+    tiny_recipe["training"].update(max_steps=1, learning_rate=1e-12, head_learning_rate=1e-12)
+    # execute
+    continued = tune(validate_recipe(tiny_recipe))
+    # assert: the continued run starts where the first ended (adapter and head), so one negligible step scores the same
+    before, after = (json.loads((run / "metrics.json").read_text())["test"] for run in (first, continued))
+    assert after["accuracy"] == before["accuracy"] and after["macro_f1"] == pytest.approx(before["macro_f1"])
+
+
+def test_a_saved_adapter_needs_an_adapter_method(tiny_recipe):
+    tiny_recipe["method"] = {"kind": "ia3", "adapter": "runs/x/adapter"}
+    with pytest.raises(EdgeftError, match="method.adapter"):
+        validate_recipe(tiny_recipe)
+
+
 @pytest.mark.parametrize("kind", ["prefix", "ptuning-v2"])
 def test_prefix_methods_train_but_do_not_merge(tiny_recipe, kind):
     tiny_recipe["method"]["kind"] = kind
@@ -90,11 +109,22 @@ def test_failed_run_leaves_no_run_folder(tiny_recipe, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU offers bfloat16")
-def test_bf16_precision_without_a_gpu_is_refused(tiny_recipe, tmp_path):
+def test_bf16_precision_without_bf16_hardware_is_refused(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("edgeft.training.cpu_has_bf16", lambda: False)
     tiny_recipe["training"]["precision"] = "bf16"
-    with pytest.raises(EdgeftError, match="training.precision: bf16 needs a GPU"):
+    with pytest.raises(EdgeftError, match="training.precision: bf16 needs a GPU or CPU with bfloat16"):
         tune(validate_recipe(tiny_recipe))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="needs a CPU with native bfloat16 and no GPU")
+def test_bf16_precision_trains_on_a_cpu_with_bf16(tiny_recipe):
+    tiny_recipe["training"].update(precision="bf16", epochs=1)
+    metrics = json.loads((tune(validate_recipe(tiny_recipe)) / "metrics.json").read_text())
+    assert metrics["train"]["precision"] == "bf16"
+    assert metrics["merge"]["max_abs_diff"] < 1e-4  # the merge check runs in float32 whatever the training ran in
 
 
 def test_diverged_training_fails_instead_of_saving_a_nan_adapter(tiny_recipe, tmp_path):
