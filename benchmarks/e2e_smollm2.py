@@ -4,6 +4,7 @@ its own runtime with its generation speed.
 Usage:
     python -m benchmarks.e2e_smollm2 base [--prompts N] [--chat-template]  # base model, prompt only (no tuning)
     python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
+    python -m benchmarks.e2e_smollm2 by-size RUN_DIR                # test BLEU's precisions and length, by MR size
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -55,6 +56,35 @@ def base(prompts: int | None, chat_template: bool) -> dict:
     scores, outputs = greedy_scores(load_decoder(source), tokenizer, examples, prompt_format, spec.max_new_tokens)
     return {"model": str(source), "prompt_format": prompt_format, "seconds": round(time.perf_counter() - started, 1),
             **scores, "samples": [{"prompt": p, "generated": g} for (p, _), g in list(zip(examples, outputs))[:5]]}
+
+
+def by_size(run: Path, prompts: int | None) -> dict:
+    """Where a run's test BLEU goes: the merged model's greedy generations (its scoring prompt and length), with
+    sacrebleu's n-gram precisions, length ratio and brevity penalty, overall and per MR size (attribute count)."""
+    import sacrebleu
+
+    from edgeft.decoders import load_decoder, load_decoder_tokenizer
+    from edgeft.tasks.causal_lm import generate_torch
+
+    _, examples = test_examples(prompts)
+    settings = json.loads((run / "merged" / "generation.json").read_text())
+    model, tokenizer = load_decoder(run / "merged"), load_decoder_tokenizer(run / "merged")
+    outputs = generate_torch(model, tokenizer, [p for p, _ in examples], settings["prompt_format"],
+                             settings["max_new_tokens"])
+
+    def stats(indices: list[int]) -> dict:
+        refs = [examples[i][1] for i in indices]
+        streams = [[r[k] if k < len(r) else None for r in refs] for k in range(max(map(len, refs)))]
+        score = sacrebleu.metrics.BLEU().corpus_score([outputs[i] for i in indices], streams)
+        return {"mrs": len(indices), "bleu": round(score.score, 2), "precisions": [round(x, 1) for x in score.precisions],
+                "length_ratio": round(score.sys_len / score.ref_len, 3), "brevity_penalty": round(score.bp, 3)}
+
+    sizes: dict[int, list[int]] = {}
+    for index, (prompt, _) in enumerate(examples):
+        sizes.setdefault(prompt.count("["), []).append(index)
+    return {"run": str(run), "all": stats(list(range(len(examples)))),
+            "by_attributes": {size: stats(sizes[size]) for size in sorted(sizes)},
+            "generations": [{"prompt": p, "generated": g} for (p, _), g in zip(examples, outputs)]}
 
 
 def bundles(run: Path, prompts: int | None, threads: int) -> dict:
@@ -182,7 +212,7 @@ def _cpu_seconds(resource) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
-    parser.add_argument("mode", choices=["base", "bundles", "step", "precision", "export-base"])
+    parser.add_argument("mode", choices=["base", "bundles", "by-size", "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
@@ -203,6 +233,8 @@ def main(argv: list[str]) -> int:
         result = precision_speed(args.rounds, args.steps, args.batch_size)
     elif args.mode == "export-base":
         result = export_base(args.run, args.formats.split(","), args.prompts or 16)
+    elif args.mode == "by-size":
+        result = by_size(args.run, args.prompts)
     elif args.mode == "base":
         result = base(args.prompts, args.chat_template)
     else:
