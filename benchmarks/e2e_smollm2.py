@@ -5,6 +5,7 @@ Usage:
     python -m benchmarks.e2e_smollm2 base [--prompts N] [--chat-template]  # base model, prompt only (no tuning)
     python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
     python -m benchmarks.e2e_smollm2 by-size RUN_DIR                # test BLEU's precisions and length, by MR size
+    python -m benchmarks.e2e_smollm2 coverage RUN_DIR               # values named, seen vs unseen in training
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -85,6 +86,35 @@ def by_size(run: Path, prompts: int | None) -> dict:
     return {"run": str(run), "all": stats(list(range(len(examples)))),
             "by_attributes": {size: stats(sizes[size]) for size in sorted(sizes)},
             "generations": [{"prompt": p, "generated": g} for (p, _), g in zip(examples, outputs)]}
+
+
+def coverage(run: Path) -> dict:
+    """How often a run's test generations (from its `by-size` result) name each attribute value verbatim, for values
+    the training split has and values it lacks (E2E's development set has one eatType and two foods)."""
+    import re
+
+    from edgeft.recipe import load_recipe
+    from edgeft.tasks import get_task
+
+    recipe = load_recipe(RECIPE)
+    splits = get_task("causal-lm").load_splits(recipe.data, recipe.training.seed)
+    slot = re.compile(r"(\w[\w ]*)\[([^\]]*)\]")
+    trained = {pair for prompt in set(splits.train["prompt"]) for pair in slot.findall(prompt)}
+    generations = json.loads((RESULTS / f"e2e_smollm2_by-size_{run.name}.json").read_text())["generations"]
+    counts: dict[str, dict[str, list[int]]] = {}
+    for row in generations:
+        for attribute, value in slot.findall(row["prompt"]):
+            if attribute == "familyFriendly":  # yes/no: never written as such
+                continue
+            seen = "seen in training" if (attribute, value) in trained else "unseen in training"
+            named = counts.setdefault(attribute, {}).setdefault(seen, [0, 0])
+            named[0] += value.lower() in row["generated"].lower()
+            named[1] += 1
+    return {"run": str(run), "named_verbatim": {a: {k: f"{n}/{total}" for k, (n, total) in v.items()}
+                                                for a, v in counts.items()},
+            "pub_called_restaurant": sum("eatType[pub]" in r["prompt"] and "pub" not in r["generated"].lower()
+                                         and "restaurant" in r["generated"].lower() for r in generations),
+            "pub_mrs": sum("eatType[pub]" in r["prompt"] for r in generations)}
 
 
 def bundles(run: Path, prompts: int | None, threads: int) -> dict:
@@ -212,7 +242,7 @@ def _cpu_seconds(resource) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
-    parser.add_argument("mode", choices=["base", "bundles", "by-size", "step", "precision", "export-base"])
+    parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
@@ -233,6 +263,8 @@ def main(argv: list[str]) -> int:
         result = precision_speed(args.rounds, args.steps, args.batch_size)
     elif args.mode == "export-base":
         result = export_base(args.run, args.formats.split(","), args.prompts or 16)
+    elif args.mode == "coverage":
+        result = coverage(args.run)
     elif args.mode == "by-size":
         result = by_size(args.run, args.prompts)
     elif args.mode == "base":
