@@ -196,3 +196,20 @@ def test_torchrun_two_processes(tiny_recipe, tmp_path):
     # 96 training rows, batch 8 per process, 2 processes: 6 steps per epoch instead of 12
     assert metrics["train"]["steps"] == 6
     assert metrics["test"]["rows"] == 30
+
+
+def test_a_saved_head_continues_only_on_the_same_labels(tmp_path):
+    # setup
+    from edgeft.models import TINY_BERT, HeadConfig, SequenceClassifier, load_encoder, resolve_model
+
+    def classifier(labels):
+        return SequenceClassifier(load_encoder(resolve_model(TINY_BERT)), HeadConfig(labels=labels))
+
+    saved = classifier(["fees", "transfer"])
+    saved.save_head(tmp_path)
+    # execute / assert
+    with pytest.raises(EdgeftError, match="labels differ"):
+        classifier(["fees", "card_lost"]).load_head(tmp_path)
+    same = classifier(["fees", "transfer"])
+    same.load_head(tmp_path)
+    assert torch.equal(same.head.weight, saved.head.weight) and torch.equal(same.head.bias, saved.head.bias)
