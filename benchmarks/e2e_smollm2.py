@@ -276,7 +276,8 @@ def main(argv: list[str]) -> int:
     suffix = ("_" + args.run.name if args.run else "") + ("_chat" if args.chat_template else "")
     out = RESULTS / f"e2e_smollm2_{args.mode}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
-    shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after")
+    shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after", "bf16_speedup", "all",
+             "by_attributes", "named_verbatim")
     print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
     print(f"wrote {out}")
     return 0
