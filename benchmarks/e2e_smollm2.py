@@ -65,6 +65,7 @@ def by_size(run: Path, prompts: int | None) -> dict:
     import sacrebleu
 
     from edgeft.decoders import load_decoder, load_decoder_tokenizer
+    from edgeft.metrics import reference_streams
     from edgeft.tasks.causal_lm import generate_torch
 
     _, examples = test_examples(prompts)
@@ -74,10 +75,10 @@ def by_size(run: Path, prompts: int | None) -> dict:
                              settings["max_new_tokens"])
 
     def stats(indices: list[int]) -> dict:
-        refs = [examples[i][1] for i in indices]
-        streams = [[r[k] if k < len(r) else None for r in refs] for k in range(max(map(len, refs)))]
+        streams = reference_streams([examples[i][1] for i in indices])
         score = sacrebleu.metrics.BLEU().corpus_score([outputs[i] for i in indices], streams)
-        return {"mrs": len(indices), "bleu": round(score.score, 2), "precisions": [round(x, 1) for x in score.precisions],
+        return {"mrs": len(indices), "bleu": round(score.score, 2),
+                "precisions": [round(x, 1) for x in score.precisions],
                 "length_ratio": round(score.sys_len / score.ref_len, 3), "brevity_penalty": round(score.bp, 3)}
 
     sizes: dict[int, list[int]] = {}
@@ -207,8 +208,8 @@ def step_cost(steps: int, batch_size: int | None, precision: str) -> dict:
                         "tokens": int(batch["attention_mask"].sum()), "padded": int(batch["input_ids"].numel())})
     with open("/proc/loadavg") as handle:
         load = handle.read().split()[:3]
-    return {"precision": precision, "batch_size": batch_size, "max_length": recipe.data.max_length, "torch_threads": torch.get_num_threads(),
-            "steps": timings, "loadavg_after": load,
+    return {"precision": precision, "batch_size": batch_size, "max_length": recipe.data.max_length,
+            "torch_threads": torch.get_num_threads(), "steps": timings, "loadavg_after": load,
             "mean_wall_s": sum(t["wall_s"] for t in timings) / steps,
             "mean_cpu_s": sum(t["cpu_s"] for t in timings) / steps}
 
@@ -224,7 +225,8 @@ def precision_speed(rounds: int, steps: int, batch_size: int | None) -> dict:
     for index in range(rounds):
         for precision in ("fp32", "bf16") if index % 2 == 0 else ("bf16", "fp32"):
             command = [sys.executable, "-m", "benchmarks.e2e_smollm2", "step", "--steps", str(steps),
-                       "--precision", precision, "--print-json"] + (["--batch-size", str(batch_size)] if batch_size else [])
+                       "--precision", precision, "--print-json"]
+            command += ["--batch-size", str(batch_size)] if batch_size else []
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             samples[precision].append([t["wall_s"] for t in result["steps"][1:]])

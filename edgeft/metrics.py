@@ -23,6 +23,12 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
 
 
 
+def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
+    """sacrebleu's reference streams from each input's references; None fills the streams of inputs with fewer."""
+    most = max(len(refs) for refs in references)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+
+
 def generation_metrics(predictions: list[str], references: list[list[str]]) -> dict:
     """Corpus BLEU (sacrebleu, 13a tokens, cased; every reference of an input counts) and ROUGE-L F1, both 0-100.
 
@@ -35,11 +41,8 @@ def generation_metrics(predictions: list[str], references: list[list[str]]) -> d
 
     if len(predictions) != len(references) or any(not refs for refs in references):
         raise ValueError("one prediction and at least one reference per input")
-    most = max(len(refs) for refs in references)
-    # sacrebleu takes reference streams; None fills the streams of inputs with fewer references.
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
     metric = sacrebleu.metrics.BLEU()
-    bleu = metric.corpus_score(predictions, streams)
+    bleu = metric.corpus_score(predictions, reference_streams(references))
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge_l = [scorer.score_multi(refs, prediction)["rougeL"].fmeasure for prediction, refs in zip(predictions, references)]
     return {
