@@ -71,6 +71,13 @@ class DataSpec(Strict):
     prompt may repeat once per reference completion)."""
     max_length: PositiveInt = Field(128, le=1 << 16)
     """Tokens per input; longer texts are truncated (at most the model's positions, checked when it loads)."""
+    substitutions: list[list[str]] = []
+    """Causal LM: groups of interchangeable values, e.g. the values one attribute of a data-to-text domain takes
+    (`[coffee shop, pub, restaurant]`). A training row whose prompt names one value of a group, and whose completion
+    names it too, has it replaced in both by another value of the group at `substitution_rate`, so the model learns
+    to copy the prompt's value instead of the training data's few. Validation and test rows stay as read."""
+    substitution_rate: float = Field(0.5, ge=0.0, le=1.0)
+    """Causal LM: the share of eligible training rows whose value is replaced, per group."""
 
     @model_validator(mode="after")
     def _fraction_in_range(self):
@@ -79,6 +86,10 @@ class DataSpec(Strict):
         if isinstance(self.validation, str) and _is_number(self.validation):
             raise ValueError(f"data.validation: {self.validation!r} is quoted: write {self.validation.strip()} "
                              "without quotes for a fraction, or give a file")
+        for index, group in enumerate(self.substitutions):
+            if len(set(group)) < 2 or not all(value.strip() for value in group):
+                raise ValueError(f"data.substitutions[{index}]: a group needs two or more distinct, non-empty values "
+                                 f"(got {group})")
         if self.text_column is not None and self.text_column == self.label_column:
             raise ValueError(f"data.label_column: the same column as data.text_column ({self.text_column!r})")
         return self
@@ -177,6 +188,13 @@ class Recipe(Strict):
     """Run folder; default `runs/<name>`."""
     compress: dict[str, Any] | None = None
     """Settings for `edgeft compress` (validated there)."""
+
+    @model_validator(mode="after")
+    def _substitutions_need_generation(self):
+        if self.data.substitutions and not TASKS[self.model.task].generates:
+            raise ValueError(f"data.substitutions: only a causal LM's prompts and completions take them "
+                             f"(model.task is {self.model.task})")
+        return self
 
     @property
     def output_dir(self) -> Path:

@@ -10,6 +10,7 @@ LM is tuned (LoRA, DoRA or every weight) through the same Trainer + peft path as
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class CausalLM:
                 raise EdgeftError(f"data.validation: {len(prompts)} distinct prompt(s) cannot be split")
             raw["validation"] = raw["train"].filter(lambda row: row["prompt"] in held)
             raw["train"] = raw["train"].filter(lambda row: row["prompt"] not in held)
+        if spec.substitutions:
+            raw["train"] = substitute_values(raw["train"], spec.substitutions, spec.substitution_rate, seed)
         return Splits(raw["train"], raw["validation"], raw.get("test"), [])
 
     def tokenize(self, split, tokenizer, max_length: int, prompt_format: str):
@@ -232,6 +235,57 @@ class CausalLM:
         scores["max_new_tokens"] = spec.max_new_tokens
         generations = [{"prompt": p, "generated": g, "reference": refs[0]} for (p, refs), g in zip(examples, outputs)]
         return scores, generations
+
+
+def substitute_values(split, groups: list[list[str]], rate: float, seed: int):
+    """Training rows with, per group, the one value their prompt names replaced by another of the group in prompt and
+    completion (at `rate` of the rows whose completion names it too, the replacement drawn uniformly).
+
+    The prompt must name exactly one value of a group (`Indian` inside `Raja Indian Cuisine` next to `Chinese` is
+    ambiguous: left alone). In the completion, matches are found regardless of case and keep their case style
+    (`Coffee shop` -> `Pub`), an English article before them follows the new value (`a` / `an`), and a word the new
+    value ends with is not doubled (`English food` -> `Fast food`, not `Fast food food`).
+    """
+    rng = np.random.default_rng(seed)
+    patterns = [{value: re.compile(rf"(?<!\w){re.escape(value)}(?!\w)") for value in dict.fromkeys(group)}
+                for group in groups]
+
+    def substitute(row):
+        prompt, completion = row["prompt"], row["completion"]
+        for group in patterns:
+            named = [value for value, pattern in group.items() if pattern.search(prompt)]
+            draw, pick = rng.random(), rng.integers(len(group) - 1)  # drawn for every row: reproducible per row
+            if len(named) != 1 or draw >= rate:
+                continue
+            value = named[0]
+            other = [candidate for candidate in group if candidate != value][pick]
+            last = other.split()[-1]
+            in_completion = re.compile(rf"(?:(?<!\w)(an?)\s+)?(?<!\w)({re.escape(value)})(?:\s+({re.escape(last)}))?"
+                                       r"(?!\w)", re.IGNORECASE)
+            if not in_completion.search(completion):
+                continue
+            prompt = group[value].sub(other, prompt)
+            completion = in_completion.sub(lambda match: _replaced(match, value, other), completion)
+        return {"prompt": prompt, "completion": completion}
+
+    return split.map(substitute, load_from_cache_file=False)
+
+
+def _replaced(match, value: str, other: str) -> str:
+    """`other` in place of a completion's (article,) value (, the word `other` ends with), in the found case style."""
+    article, found, _ = match.groups()  # the third group, a word `other` ends with, is absorbed into it
+    if found == value:
+        text = other
+    elif found == found.lower():
+        text = other.lower()
+    elif found[0].isupper():
+        text = other[0].upper() + other[1:]
+    else:
+        text = other
+    if article:
+        new = "an" if text[0].lower() in "aeiou" else "a"
+        text = f"{new[0].upper() + new[1:] if article[0].isupper() else new} {text}"
+    return text
 
 
 def _trainer_class():

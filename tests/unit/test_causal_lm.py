@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,59 @@ def test_validation_is_held_out_by_prompt(causal_recipe):
     splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
     assert set(splits.train["prompt"]).isdisjoint(splits.validation["prompt"])
     assert len(splits.validation) > 0
+
+
+def test_substitutions_replace_a_value_in_prompt_and_completion_alike():
+    # setup
+    from datasets import Dataset
+
+    from edgeft.tasks.causal_lm import substitute_values
+
+    rows = Dataset.from_dict({
+        "prompt": ["name[A], eatType[coffee shop], food[English]", "name[B], food[Chinese], near[Raja Indian Cuisine]",
+                   "name[C], food[English]"],
+        "completion": ["Coffee shop A has English food; an English menu.", "B: Chinese food near Raja Indian Cuisine.",
+                       "C is a nice place."],
+    })
+    groups = [["coffee shop", "pub", "restaurant"], ["Chinese", "English", "Fast food", "Italian", "Indian"]]
+    # execute
+    replaced = substitute_values(rows, groups, 1.0, seed=0)
+    kept = substitute_values(rows, groups, 0.0, seed=0)
+    # assert: every eligible value changed, consistently, in its case style, with its article and no doubled word
+    first = replaced[0]
+    eat_type, food = (re.search(rf"{key}\[([^\]]*)\]", first["prompt"]).group(1) for key in ("eatType", "food"))
+    assert eat_type in ("pub", "restaurant") and food in ("Chinese", "Fast food", "Italian", "Indian")
+    article = "an" if food[0] in "AEIOU" else "a"
+    assert first["completion"] == f"{eat_type.capitalize()} A has {food} food; {article} {food} menu.".replace(
+        "Fast food food", "Fast food")
+    # Chinese next to `Indian` inside a name is ambiguous; a completion that does not name the value is left alone
+    assert replaced[1] == rows[1] and replaced[2] == rows[2]
+    assert kept.to_dict() == rows.to_dict()
+
+
+def test_substitutions_change_training_rows_only(causal_recipe):
+    # setup
+    plain = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    causal_recipe["data"]["substitutions"] = [FOODS]
+    # execute
+    splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    # assert: about half the training rows name another food; validation and test are as read
+    changed = sum(a != b for a, b in zip(plain.train["prompt"], splits.train["prompt"]))
+    assert 0.2 * len(plain.train) < changed < 0.8 * len(plain.train)
+    assert splits.validation.to_dict() == plain.validation.to_dict()
+    assert splits.test.to_dict() == plain.test.to_dict()
+
+
+def test_substitutions_are_refused_for_a_classifier_and_for_a_single_value(causal_recipe, tmp_path):
+    from edgeft.errors import EdgeftError
+
+    causal_recipe["data"]["substitutions"] = [["pub"]]
+    with pytest.raises(EdgeftError, match=r"data.substitutions\[0\]: a group needs two or more"):
+        validate_recipe(causal_recipe)
+    causal_recipe["data"]["substitutions"] = [["pub", "restaurant"]]
+    causal_recipe["model"] = {"name": "tiny-bert"}
+    with pytest.raises(EdgeftError, match="only a causal LM"):
+        validate_recipe(causal_recipe)
 
 
 def test_chat_template_is_rendered_once_around_the_prompt(causal_recipe):
