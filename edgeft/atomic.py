@@ -3,6 +3,7 @@ resumes from the staged folder's last complete checkpoint."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,10 +23,18 @@ def promote(staged: Path, output: Path) -> None:
 def last_checkpoint(folder: Path) -> str | None:
     """The newest complete Trainer checkpoint under `folder/checkpoints`, if any.
 
-    `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill is skipped.
+    `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill (that file missing,
+    or killed while it was written) is skipped.
     """
     complete = [
         path for path in (folder / "checkpoints").glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
+        if path.name.split("-")[-1].isdigit() and _complete_state(path / "trainer_state.json")
     ]
     return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
+
+
+def _complete_state(path: Path) -> bool:
+    try:
+        return "global_step" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):  # missing, cut short, or not a mapping
+        return False

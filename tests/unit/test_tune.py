@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import REPO, write_recipe
 
+from edgeft.atomic import last_checkpoint
 from edgeft.errors import EdgeftError
 from edgeft.models import load_classifier
 from edgeft.recipe import validate_recipe
@@ -142,6 +143,17 @@ def test_resume_without_checkpoint_is_refused(tiny_recipe):
         tune(validate_recipe(tiny_recipe), resume=True)
 
 
+def test_a_checkpoint_killed_while_its_state_was_written_is_skipped(tmp_path):
+    # setup: checkpoint 20 complete; 40 killed while writing its trainer_state.json; 60 killed before it
+    for step, state in ((20, '{"global_step": 20}'), (40, ""), (60, None)):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    # execute / assert
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-20")
+
+
 def _edgeft(*args, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "edgeft", *args], cwd=REPO, env=env,
@@ -156,7 +168,7 @@ def test_resume_after_sigkill_reaches_the_same_total_steps(tiny_recipe, tmp_path
     # execute: kill as soon as one checkpoint is complete, then resume
     process = _edgeft("tune", str(path))
     deadline = time.time() + 120
-    while not list(partial.glob("checkpoint-*/trainer_state.json")):
+    while last_checkpoint(partial.parent) is None:
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline
         time.sleep(0.02)
