@@ -133,6 +133,10 @@ class TrainingSpec(Strict):
     """Fraction of steps with linear warm-up."""
     weight_decay: float = Field(0.01, ge=0.0)
     """AdamW weight decay."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of each target's probability spread over the whole vocabulary or label set in the training loss (the
+    Trainer's `label_smoothing_factor`; the validation loss that chooses checkpoints is smoothed alike; reported
+    perplexity is not)."""
     seed: int = Field(42, ge=0, lt=1 << 32)
     """Seed for splits, initialisation and shuffling."""
     early_stopping_patience: PositiveInt | None = Field(2, le=1_000_000)

@@ -208,6 +208,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         max_steps=training.max_steps or -1,
         warmup_ratio=training.warmup_ratio,
         weight_decay=training.weight_decay,
+        label_smoothing_factor=training.label_smoothing,
         lr_scheduler_type="linear",
         eval_strategy="steps" if per_steps else "epoch",
         save_strategy="steps" if per_steps else "epoch",

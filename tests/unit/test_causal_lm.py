@@ -109,6 +109,40 @@ def test_perplexity_does_not_depend_on_batching_or_padding(causal_recipe):
     assert batched == pytest.approx(one_by_one, rel=1e-4)
 
 
+def test_label_smoothing_spreads_the_next_token_target_over_the_vocabulary(causal_recipe, tmp_path):
+    # setup: the Trainer built from a recipe with label smoothing, and a batch of real rows
+    import torch
+
+    from edgeft.decoders import load_decoder
+    from edgeft.tasks.causal_lm import _trainer_class
+    from edgeft.training import build_trainer
+
+    causal_recipe["training"]["label_smoothing"] = 0.1
+    recipe = validate_recipe(causal_recipe)
+    task = get_task("causal-lm")
+    tokenizer = load_decoder_tokenizer(TINY_LLAMA)
+    splits = task.load_splits(recipe.data, 0)
+    prompt_format = build_prompt_format(tokenizer, recipe.generation)
+    tokenized = {name: task.tokenize(getattr(splits, name), tokenizer, 48, prompt_format)
+                 for name in ("train", "validation")}
+    model = load_decoder(TINY_LLAMA)
+    trainer = build_trainer(model, recipe.training, tokenizer, tokenized, tmp_path, trainer_class=_trainer_class(),
+                            task=task)
+    batch = task.collator(tokenizer)([tokenized["train"][i] for i in range(4)])
+    # execute
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(model, dict(batch)))
+        log_probs = torch.log_softmax(model(input_ids=batch["input_ids"],
+                                            attention_mask=batch["attention_mask"]).logits[:, :-1].float(), -1)
+    # assert: 0.9 of the target token's loss plus 0.1 of the vocabulary's mean, over the completion's next tokens
+    targets = batch["labels"][:, 1:]
+    active = targets != IGNORE
+    nll = -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)[active].mean()
+    uniform = -log_probs.mean(-1)[active].mean()
+    assert loss == pytest.approx(float(0.9 * nll + 0.1 * uniform), rel=1e-4)
+    assert loss != pytest.approx(float(nll), rel=1e-3)
+
+
 def test_validation_is_held_out_by_prompt(causal_recipe):
     splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
     assert set(splits.train["prompt"]).isdisjoint(splits.validation["prompt"])
