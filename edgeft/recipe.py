@@ -6,6 +6,7 @@ Every problem in a recipe is collected and reported at once, as `file: field.pat
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,31 @@ class ModelSpec(Strict):
         return task
 
 
+class CompletionRule(Strict):
+    """Something a training completion must say when its prompt gives it."""
+
+    when: str
+    """Regular expression searched in the prompt; each match is one thing the completion must say."""
+    require: str
+    """Regular expression the completion must contain (case-insensitive); `\\1`, `\\2`, ... stand for that match's
+    groups, taken literally."""
+
+    @model_validator(mode="after")
+    def _compiles(self):
+        try:
+            groups = re.compile(self.when).groups
+        except re.error as error:
+            raise ValueError(f"when: not a regular expression ({error}): {self.when!r}") from None
+        try:
+            re.compile(re.sub(r"\\\d", "x", self.require))
+        except re.error as error:
+            raise ValueError(f"require: not a regular expression ({error}): {self.require!r}") from None
+        wanted = max((int(ref) for ref in re.findall(r"\\(\d)", self.require)), default=0)
+        if wanted > groups:
+            raise ValueError(f"require: names group {wanted} but `when` has {groups}: {self.require!r}")
+        return self
+
+
 class DataSpec(Strict):
     train: str
     """Training data: a .csv, .json, .jsonl or .parquet file, or a datasets hub id."""
@@ -78,6 +104,10 @@ class DataSpec(Strict):
     to copy the prompt's value instead of the training data's few. Validation and test rows stay as read."""
     substitution_rate: float = Field(0.5, ge=0.0, le=1.0)
     """Causal LM: the share of eligible training rows whose value is replaced, per group."""
+    require_in_completion: list[CompletionRule] = []
+    """Causal LM: training rows are kept only when their completion says, for every match of each rule's `when` in
+    the prompt, the rule's `require` (the cleaning of a data-to-text set whose references leave values out, so the
+    model learns to mention them all). Validation and test rows stay as read."""
 
     @model_validator(mode="after")
     def _fraction_in_range(self):
@@ -194,10 +224,11 @@ class Recipe(Strict):
     """Settings for `edgeft compress` (validated there)."""
 
     @model_validator(mode="after")
-    def _substitutions_need_generation(self):
-        if self.data.substitutions and not TASKS[self.model.task].generates:
-            raise ValueError(f"data.substitutions: only a causal LM's prompts and completions take them "
-                             f"(model.task is {self.model.task})")
+    def _completion_options_need_generation(self):
+        for field in ("substitutions", "require_in_completion"):
+            if getattr(self.data, field) and not TASKS[self.model.task].generates:
+                raise ValueError(f"data.{field}: only a causal LM's prompts and completions take them "
+                                 f"(model.task is {self.model.task})")
         return self
 
     @property

@@ -66,6 +66,8 @@ class CausalLM:
                 raise EdgeftError(f"data.validation: {len(prompts)} distinct prompt(s) cannot be split")
             raw["validation"] = raw["train"].filter(lambda row: row["prompt"] in held)
             raw["train"] = raw["train"].filter(lambda row: row["prompt"] not in held)
+        if spec.require_in_completion:
+            raw["train"] = keep_complete(raw["train"], spec.require_in_completion)
         if spec.substitutions:
             raw["train"] = substitute_values(raw["train"], spec.substitutions, spec.substitution_rate, seed)
         return Splits(raw["train"], raw["validation"], raw.get("test"), [])
@@ -235,6 +237,25 @@ class CausalLM:
         scores["max_new_tokens"] = spec.max_new_tokens
         generations = [{"prompt": p, "generated": g, "reference": refs[0]} for (p, refs), g in zip(examples, outputs)]
         return scores, generations
+
+
+def keep_complete(split, rules):
+    """The training rows whose completion says, for every match of each rule's `when` in the prompt, its `require`
+    (`\\1`... filled with the match's groups, escaped; case-insensitive)."""
+    compiled = [(re.compile(rule.when), rule.require) for rule in rules]
+
+    def complete(row) -> bool:
+        for when, require in compiled:
+            for match in when.finditer(row["prompt"]):
+                pattern = re.sub(r"\\(\d)", lambda ref: re.escape(match.group(int(ref.group(1))) or ""), require)
+                if not re.search(pattern, row["completion"], re.IGNORECASE):
+                    return False
+        return True
+
+    kept = split.filter(complete, load_from_cache_file=False)
+    if not len(kept):
+        raise EdgeftError(f"data.require_in_completion: none of the {len(split)} training rows says all it must")
+    return kept
 
 
 def substitute_values(split, groups: list[list[str]], rate: float, seed: int):

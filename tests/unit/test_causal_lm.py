@@ -202,6 +202,46 @@ def test_substitutions_are_refused_for_a_classifier_and_for_a_single_value(causa
         validate_recipe(causal_recipe)
 
 
+def test_training_rows_that_leave_out_a_required_value_are_dropped(causal_recipe):
+    # setup
+    from datasets import Dataset
+
+    from edgeft.recipe import CompletionRule
+    from edgeft.tasks.causal_lm import keep_complete
+
+    rows = Dataset.from_dict({
+        "prompt": ["name[A], food[Fast food], familyFriendly[yes]", "name[B.], food[Chinese]", "name[C], area[riverside]",
+                   "name[D], familyFriendly[no]"],
+        "completion": ["A sells fast food to families.", "B is a Chinese place.", "C is by the river.",
+                       "D is a pub."],
+    })
+    rules = [CompletionRule(when=r"(?:name|food)\[([^\]]+)\]", require=r"\b\1"),
+             CompletionRule(when=r"familyFriendly\[", require="famil|kid|child")]
+    # execute
+    kept = keep_complete(rows, rules)
+    causal_recipe["data"]["require_in_completion"] = [{"when": r"food\[(\w+)\]", "require": r"serves \1"}]
+    splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    # assert: each match of every rule must be said, case-insensitively, with a group taken literally (`B.` is
+    # not `B` + any character); validation and test stay whole
+    assert kept["prompt"] == [rows[0]["prompt"], rows[2]["prompt"]]
+    assert len(splits.train) and all(" serves " in completion for completion in splits.train["completion"])
+    assert len(splits.validation) and "is a" in " ".join(splits.validation["completion"])
+
+
+def test_completion_rules_are_checked_when_the_recipe_loads(causal_recipe):
+    from edgeft.errors import EdgeftError
+
+    for rule, message in [({"when": "food[", "require": "x"}, "when: not a regular expression"),
+                          ({"when": r"food\[(\w+)\]", "require": r"\2"}, "names group 2 but `when` has 1"),
+                          ({"when": "food", "require": "(x"}, "require: not a regular expression")]:
+        causal_recipe["data"]["require_in_completion"] = [rule]
+        with pytest.raises(EdgeftError, match=re.escape(message)):
+            validate_recipe(causal_recipe)
+    causal_recipe["data"]["require_in_completion"] = [{"when": r"food\[(\w+)\]", "require": r"never said"}]
+    with pytest.raises(EdgeftError, match="none of the .* training rows"):
+        get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+
+
 def test_chat_template_is_rendered_once_around_the_prompt(causal_recipe):
     causal_recipe["generation"] = {"prompt_template": "Describe: {prompt}", "chat_template": True}
     tokenizer = load_decoder_tokenizer(TINY_LLAMA)
