@@ -56,6 +56,9 @@ class ModelSpec(Strict):
         return task
 
 
+GROUP_REFERENCE = re.compile(r"\\(\d)")
+
+
 class CompletionRule(Strict):
     """Something a training completion must say when its prompt gives it."""
 
@@ -71,14 +74,18 @@ class CompletionRule(Strict):
             groups = re.compile(self.when).groups
         except re.error as error:
             raise ValueError(f"when: not a regular expression ({error}): {self.when!r}") from None
-        try:
-            re.compile(re.sub(r"\\\d", "x", self.require))
-        except re.error as error:
-            raise ValueError(f"require: not a regular expression ({error}): {self.require!r}") from None
-        wanted = max((int(ref) for ref in re.findall(r"\\(\d)", self.require)), default=0)
+        wanted = max((int(ref) for ref in GROUP_REFERENCE.findall(self.require)), default=0)
         if wanted > groups:
             raise ValueError(f"require: names group {wanted} but `when` has {groups}: {self.require!r}")
+        try:
+            re.compile(GROUP_REFERENCE.sub("x", self.require))
+        except re.error as error:
+            raise ValueError(f"require: not a regular expression ({error}): {self.require!r}") from None
         return self
+
+    def completion_pattern(self, match: re.Match) -> str:
+        """`require` with the prompt match's groups in place of `\\1`, `\\2`, ..., escaped."""
+        return GROUP_REFERENCE.sub(lambda ref: re.escape(match.group(int(ref.group(1))) or ""), self.require)
 
 
 class DataSpec(Strict):
@@ -164,7 +171,7 @@ class TrainingSpec(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     """AdamW weight decay."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    """Share of each target's probability spread over the whole vocabulary or label set in the training loss (the
+    """Causal LM: share of each next-token target's probability spread over the vocabulary in the training loss (the
     Trainer's `label_smoothing_factor`; the validation loss that chooses checkpoints is smoothed alike; reported
     perplexity is not)."""
     seed: int = Field(42, ge=0, lt=1 << 32)
@@ -225,9 +232,11 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _completion_options_need_generation(self):
-        for field in ("substitutions", "require_in_completion"):
-            if getattr(self.data, field) and not TASKS[self.model.task].generates:
-                raise ValueError(f"data.{field}: only a causal LM's prompts and completions take them "
+        # A classifier returns bare logits without labels, which the Trainer's label smoother cannot read.
+        for section, field in (("data", "substitutions"), ("data", "require_in_completion"),
+                               ("training", "label_smoothing")):
+            if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
+                raise ValueError(f"{section}.{field}: only a causal LM's prompts and completions take it "
                                  f"(model.task is {self.model.task})")
         return self
 

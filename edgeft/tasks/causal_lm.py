@@ -242,13 +242,12 @@ class CausalLM:
 def keep_complete(split, rules):
     """The training rows whose completion says, for every match of each rule's `when` in the prompt, its `require`
     (`\\1`... filled with the match's groups, escaped; case-insensitive)."""
-    compiled = [(re.compile(rule.when), rule.require) for rule in rules]
+    compiled = [(re.compile(rule.when), rule) for rule in rules]
 
     def complete(row) -> bool:
-        for when, require in compiled:
+        for when, rule in compiled:
             for match in when.finditer(row["prompt"]):
-                pattern = re.sub(r"\\(\d)", lambda ref: re.escape(match.group(int(ref.group(1))) or ""), require)
-                if not re.search(pattern, row["completion"], re.IGNORECASE):
+                if not re.search(rule.completion_pattern(match), row["completion"], re.IGNORECASE):
                     return False
         return True
 

@@ -200,6 +200,10 @@ def test_substitutions_are_refused_for_a_classifier_and_for_a_single_value(causa
     causal_recipe["model"] = {"name": "tiny-bert"}
     with pytest.raises(EdgeftError, match="only a causal LM"):
         validate_recipe(causal_recipe)
+    causal_recipe["data"]["substitutions"] = []
+    causal_recipe["training"]["label_smoothing"] = 0.1
+    with pytest.raises(EdgeftError, match="training.label_smoothing: only a causal LM"):
+        validate_recipe(causal_recipe)
 
 
 def test_training_rows_that_leave_out_a_required_value_are_dropped(causal_recipe):
