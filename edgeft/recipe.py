@@ -231,12 +231,13 @@ class Recipe(Strict):
     """Settings for `edgeft compress` (validated there)."""
 
     @model_validator(mode="after")
-    def _completion_options_need_generation(self):
-        # A classifier returns bare logits without labels, which the Trainer's label smoother cannot read.
+    def _causal_lm_only_options(self):
+        # Label smoothing too: a classifier returns bare logits without labels, which the Trainer's smoother
+        # cannot read.
         for section, field in (("data", "substitutions"), ("data", "require_in_completion"),
                                ("training", "label_smoothing")):
             if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
-                raise ValueError(f"{section}.{field}: only a causal LM's prompts and completions take it "
+                raise ValueError(f"{section}.{field}: only a causal LM takes it "
                                  f"(model.task is {self.model.task})")
         return self
 

@@ -200,7 +200,12 @@ def test_substitutions_are_refused_for_a_classifier_and_for_a_single_value(causa
     causal_recipe["model"] = {"name": "tiny-bert"}
     with pytest.raises(EdgeftError, match="only a causal LM"):
         validate_recipe(causal_recipe)
-    causal_recipe["data"]["substitutions"] = []
+
+
+def test_label_smoothing_is_refused_for_a_classifier(causal_recipe):
+    from edgeft.errors import EdgeftError
+
+    causal_recipe["model"] = {"name": "tiny-bert"}
     causal_recipe["training"]["label_smoothing"] = 0.1
     with pytest.raises(EdgeftError, match="training.label_smoothing: only a causal LM"):
         validate_recipe(causal_recipe)
