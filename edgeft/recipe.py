@@ -70,10 +70,7 @@ class CompletionRule(Strict):
 
     @model_validator(mode="after")
     def _compiles(self):
-        try:
-            groups = re.compile(self.when).groups
-        except re.error as error:
-            raise ValueError(f"when: not a regular expression ({error}): {self.when!r}") from None
+        groups = _compiled_when(self.when).groups
         wanted = max((int(ref) for ref in GROUP_REFERENCE.findall(self.require)), default=0)
         if wanted > groups:
             raise ValueError(f"require: names group {wanted} but `when` has {groups}: {self.require!r}")
@@ -86,6 +83,27 @@ class CompletionRule(Strict):
     def completion_pattern(self, match: re.Match) -> str:
         """`require` with the prompt match's groups in place of `\\1`, `\\2`, ..., escaped."""
         return GROUP_REFERENCE.sub(lambda ref: re.escape(match.group(int(ref.group(1))) or ""), self.require)
+
+
+class RepeatRule(Strict):
+    """Training rows shown more than once per epoch."""
+
+    when: str
+    """Regular expression searched in the prompt."""
+    times: int = Field(ge=2, le=100)
+    """How many times each training row whose prompt matches appears per epoch."""
+
+    @model_validator(mode="after")
+    def _compiles(self):
+        _compiled_when(self.when)
+        return self
+
+
+def _compiled_when(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"when: not a regular expression ({error}): {pattern!r}") from None
 
 
 class DataSpec(Strict):
@@ -115,6 +133,11 @@ class DataSpec(Strict):
     """Causal LM: training rows are kept only when their completion says, for every match of each rule's `when` in
     the prompt, the rule's `require` (the cleaning of a data-to-text set whose references leave values out, so the
     model learns to mention them all). Validation and test rows stay as read."""
+    repeat: list[RepeatRule] = []
+    """Causal LM: training rows whose prompt matches a rule's `when` appear `times` per epoch (the first rule that
+    matches counts; after `require_in_completion`, before `substitutions`, so each copy draws its own
+    substitution), so a kind of input rarer in the training data than in use weighs more. Validation and test rows
+    stay as read."""
 
     @model_validator(mode="after")
     def _fraction_in_range(self):
@@ -234,7 +257,7 @@ class Recipe(Strict):
     def _causal_lm_only_options(self):
         # Label smoothing too: a classifier returns bare logits without labels, which the Trainer's smoother
         # cannot read.
-        for section, field in (("data", "substitutions"), ("data", "require_in_completion"),
+        for section, field in (("data", "substitutions"), ("data", "require_in_completion"), ("data", "repeat"),
                                ("training", "label_smoothing")):
             if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
                 raise ValueError(f"{section}.{field}: only a causal LM takes it "

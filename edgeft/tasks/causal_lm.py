@@ -68,6 +68,8 @@ class CausalLM:
             raw["train"] = raw["train"].filter(lambda row: row["prompt"] not in held)
         if spec.require_in_completion:
             raw["train"] = keep_complete(raw["train"], spec.require_in_completion)
+        if spec.repeat:
+            raw["train"] = repeat_rows(raw["train"], spec.repeat)
         if spec.substitutions:
             raw["train"] = substitute_values(raw["train"], spec.substitutions, spec.substitution_rate, seed)
         return Splits(raw["train"], raw["validation"], raw.get("test"), [])
@@ -255,6 +257,15 @@ def keep_complete(split, rules):
     if not len(kept):
         raise EdgeftError(f"data.require_in_completion: none of the {len(split)} training rows says all it must")
     return kept
+
+
+def repeat_rows(split, rules):
+    """The training rows, each whose prompt matches a rule's `when` repeated `times` (the first matching rule)."""
+    compiled = [(re.compile(rule.when), rule.times) for rule in rules]
+    indices = []
+    for index, prompt in enumerate(split["prompt"]):
+        indices += [index] * next((times for when, times in compiled if when.search(prompt)), 1)
+    return split.select(indices)
 
 
 def substitute_values(split, groups: list[list[str]], rate: float, seed: int):

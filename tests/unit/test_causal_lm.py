@@ -251,6 +251,41 @@ def test_completion_rules_are_checked_when_the_recipe_loads(causal_recipe):
         get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
 
 
+def test_training_rows_matching_a_repeat_rule_appear_that_many_times(causal_recipe):
+    # setup
+    from datasets import Dataset
+
+    from edgeft.recipe import RepeatRule
+    from edgeft.tasks.causal_lm import repeat_rows
+
+    rows = Dataset.from_dict({"prompt": ["name[A], near[B]", "name[C]", "name[D], near[E], food[F]"],
+                              "completion": ["a", "c", "d"]})
+    rules = [RepeatRule(when=r"food\[", times=3), RepeatRule(when=r"near\[", times=2)]
+    # execute
+    repeated = repeat_rows(rows, rules)
+    plain = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    causal_recipe["data"]["repeat"] = [{"when": ".", "times": 4}]
+    every_row = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
+    # assert: the first matching rule counts; validation stays as read
+    assert repeated["completion"] == ["a", "a", "c", "d", "d", "d"]
+    assert every_row.train["completion"] == [c for c in plain.train["completion"] for _ in range(4)]
+    assert every_row.validation["completion"] == plain.validation["completion"]
+
+
+def test_repeat_rules_are_checked_when_the_recipe_loads(causal_recipe):
+    from edgeft.errors import EdgeftError
+
+    for rule, message in [({"when": "food[", "times": 2}, "when: not a regular expression"),
+                          ({"when": "food", "times": 1}, "times: Input should be greater than or equal to 2")]:
+        causal_recipe["data"]["repeat"] = [rule]
+        with pytest.raises(EdgeftError, match=re.escape(message)):
+            validate_recipe(causal_recipe)
+    causal_recipe["data"]["repeat"] = [{"when": "food", "times": 2}]
+    causal_recipe["model"] = {"name": "tiny-bert"}
+    with pytest.raises(EdgeftError, match="data.repeat: only a causal LM"):
+        validate_recipe(causal_recipe)
+
+
 def test_chat_template_is_rendered_once_around_the_prompt(causal_recipe):
     causal_recipe["generation"] = {"prompt_template": "Describe: {prompt}", "chat_template": True}
     tokenizer = load_decoder_tokenizer(TINY_LLAMA)
