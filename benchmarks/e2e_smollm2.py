@@ -6,6 +6,8 @@ Usage:
     python -m benchmarks.e2e_smollm2 bundles RUN_DIR [--prompts N]  # every bundle under RUN_DIR/bundles/
     python -m benchmarks.e2e_smollm2 by-size RUN_DIR                # test BLEU's precisions and length, by MR size
     python -m benchmarks.e2e_smollm2 coverage RUN_DIR               # values named, seen vs unseen in training
+    python -m benchmarks.e2e_smollm2 significance [RUN_DIR]         # every by-size run's test BLEU vs RUN_DIR's:
+                                                                    # bootstrap 95% CI over MRs, paired p-value
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -116,6 +118,37 @@ def coverage(run: Path) -> dict:
             "pub_called_restaurant": sum("eatType[pub]" in r["prompt"] and "pub" not in r["generated"].lower()
                                          and "restaurant" in r["generated"].lower() for r in generations),
             "pub_mrs": sum("eatType[pub]" in r["prompt"] for r in generations)}
+
+
+def significance(baseline: Path) -> dict:
+    """Every run with a `by-size` result, its test BLEU against the baseline run's (default: the shipped recipe's):
+    sacrebleu's paired bootstrap over the 630 test MRs (1,000 resamples), giving each run's 95% confidence interval
+    and the p-value of its difference from the baseline. The interval is the test set's sampling noise for these
+    generations only: a retrained model (another seed or machine) varies beyond it."""
+    import sacrebleu
+    from sacrebleu.significance import PairedTest
+
+    from edgeft.metrics import reference_streams
+
+    _, examples = test_examples(None)
+    runs = {}
+    for path in sorted(RESULTS.glob("e2e_smollm2_by-size_*.json")):
+        result = json.loads(path.read_text())
+        if [row["prompt"] for row in result["generations"]] != [prompt for prompt, _ in examples]:
+            raise SystemExit(f"{path.name}: its generations are not for the 630 test MRs in file order")
+        runs[Path(result["run"]).name] = [row["generated"] for row in result["generations"]]
+    if baseline.name not in runs:
+        raise SystemExit(f"no by-size result for {baseline.name}: run `python -m benchmarks.e2e_smollm2 by-size "
+                         f"{baseline}` first")
+    named = [(baseline.name, runs.pop(baseline.name)), *sorted(runs.items())]
+    _, scores = PairedTest(named, {"BLEU": sacrebleu.metrics.BLEU()}, reference_streams([r for _, r in examples]),
+                           test_type="bs", n_samples=1000)()
+    return {"baseline": baseline.name, "test": "sacrebleu paired bootstrap, 1,000 resamples of the 630 test MRs",
+            "ci95": "sacrebleu's: bootstrap mean +- half the width between the 2.5 and 97.5 percentiles",
+            "runs": {name: {"bleu": round(r.score, 2), "bootstrap_mean": round(r.mean, 2),
+                            "ci95": [round(r.mean - r.ci, 2), round(r.mean + r.ci, 2)],
+                            "p_value_vs_baseline": r.p_value}
+                     for name, r in zip(scores["System"], scores["BLEU"])}}
 
 
 def bundles(run: Path, prompts: int | None, threads: int) -> dict:
@@ -244,7 +277,8 @@ def _cpu_seconds(resource) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
-    parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "step", "precision", "export-base"])
+    parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "step", "precision",
+                                         "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
@@ -267,6 +301,8 @@ def main(argv: list[str]) -> int:
         result = export_base(args.run, args.formats.split(","), args.prompts or 16)
     elif args.mode == "coverage":
         result = coverage(args.run)
+    elif args.mode == "significance":
+        result = significance(args.run or Path("runs/e2e-smollm2-lora"))
     elif args.mode == "by-size":
         result = by_size(args.run, args.prompts)
     elif args.mode == "base":
@@ -279,7 +315,7 @@ def main(argv: list[str]) -> int:
     out = RESULTS / f"e2e_smollm2_{args.mode}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after", "bf16_speedup", "all",
-             "by_attributes", "named_verbatim")
+             "by_attributes", "named_verbatim", "runs")
     print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
     print(f"wrote {out}")
     return 0
