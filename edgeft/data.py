@@ -67,7 +67,7 @@ def load_splits(spec: DataSpec, seed: int = 42) -> Splits:
     if "validation" not in encoded:
         try:
             parts = encoded["train"].train_test_split(
-                test_size=spec.validation, stratify_by_column="label", seed=seed
+                test_size=spec.validation, stratify_by_column="label", seed=spec.held_out_seed(seed)
             )
         except ValueError as error:
             raise EdgeftError(f"data.validation: cannot hold out a stratified {spec.validation}: {error}") from None

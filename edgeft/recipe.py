@@ -113,6 +113,9 @@ class DataSpec(Strict):
     """Test data (same formats). Without it, metrics are reported on validation only."""
     validation: str | float = 0.1
     """A file, or the fraction of train held out, stratified by label."""
+    validation_seed: int | None = Field(None, ge=0, lt=1 << 32)
+    """Seed of the held-out fraction (default: `training.seed`). Fix it to compare training seeds on the same
+    validation rows, and to train each on the same rows."""
     text_column: str | None = None
     """Column holding the input: the text (default `text`), for token classification in JSONL the list of words
     (default `tokens`), for causal-lm the prompt (default `text`)."""
@@ -138,6 +141,10 @@ class DataSpec(Strict):
     matches counts; after `require_in_completion`, before `substitutions`, so each copy draws its own
     substitution), so a kind of input rarer in the training data than in use weighs more. Validation and test rows
     stay as read."""
+
+    def held_out_seed(self, training_seed: int) -> int:
+        """The seed that draws the held-out validation fraction."""
+        return training_seed if self.validation_seed is None else self.validation_seed
 
     @model_validator(mode="after")
     def _fraction_in_range(self):

@@ -61,7 +61,7 @@ def load_tagged_splits(spec, seed: int = 42) -> Splits:
         for name, rows in raw.items()
     }
     if "validation" not in encoded:
-        parts = encoded["train"].train_test_split(test_size=spec.validation, seed=seed)
+        parts = encoded["train"].train_test_split(test_size=spec.validation, seed=spec.held_out_seed(seed))
         encoded["train"], encoded["validation"] = parts["train"], parts["test"]
     return Splits(encoded["train"], encoded["validation"], encoded.get("test"), labels)
 

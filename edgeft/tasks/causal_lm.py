@@ -61,7 +61,8 @@ class CausalLM:
         raw = {name: split.rename_columns({"text": "prompt", "label": "completion"}) for name, split in raw.items()}
         if "validation" not in raw:
             prompts = sorted(set(raw["train"]["prompt"]))
-            held = set(np.random.default_rng(seed).permutation(prompts)[: max(1, round(spec.validation * len(prompts)))])
+            order = np.random.default_rng(spec.held_out_seed(seed)).permutation(prompts)
+            held = set(order[: max(1, round(spec.validation * len(prompts)))])
             if len(held) == len(prompts):
                 raise EdgeftError(f"data.validation: {len(prompts)} distinct prompt(s) cannot be split")
             raw["validation"] = raw["train"].filter(lambda row: row["prompt"] in held)

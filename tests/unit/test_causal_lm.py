@@ -149,6 +149,15 @@ def test_validation_is_held_out_by_prompt(causal_recipe):
     assert len(splits.validation) > 0
 
 
+def test_a_fixed_validation_seed_holds_out_the_same_prompts_whatever_the_training_seed(causal_recipe):
+    task = get_task("causal-lm")
+    held = {seed: set(task.load_splits(validate_recipe(causal_recipe).data, seed).validation["prompt"])
+            for seed in range(4)}
+    assert len({frozenset(prompts) for prompts in held.values()}) > 1  # the training seed draws it by default
+    fixed = validate_recipe({**causal_recipe, "data": {**causal_recipe["data"], "validation_seed": 0}}).data
+    assert all(set(task.load_splits(fixed, seed).validation["prompt"]) == held[0] for seed in range(4))
+
+
 def test_substitutions_replace_a_value_in_prompt_and_completion_alike():
     # setup
     from datasets import Dataset

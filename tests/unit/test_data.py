@@ -30,6 +30,14 @@ def test_formats_and_column_mapping(tmp_path, suffix):
     assert splits.test is None
 
 
+def test_a_fixed_validation_seed_holds_out_the_same_rows_whatever_the_training_seed(tmp_path):
+    path = write_tiny_csv(tmp_path / "t.csv", 40)
+    drawn = [set(load_splits(_spec(path, validation=0.25), seed=seed).validation["text"]) for seed in (1, 2)]
+    fixed = [set(load_splits(_spec(path, validation=0.25, validation_seed=7), seed=seed).validation["text"])
+             for seed in (1, 2)]
+    assert drawn[0] != drawn[1] and fixed[0] == fixed[1]
+
+
 def test_validation_split_is_stratified(tmp_path):
     splits = load_splits(_spec(write_tiny_csv(tmp_path / "t.csv", 40), validation=0.25))
     counts = pd.Series(splits.validation["label"]).value_counts()
