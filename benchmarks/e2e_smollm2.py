@@ -8,6 +8,8 @@ Usage:
     python -m benchmarks.e2e_smollm2 coverage RUN_DIR               # values named, seen vs unseen in training
     python -m benchmarks.e2e_smollm2 significance [RUN_DIR]         # every by-size run's test BLEU vs RUN_DIR's:
                                                                     # bootstrap 95% CI over MRs, paired p-value
+    python -m benchmarks.e2e_smollm2 checkpoints RUN_DIR --kept DIR  # each kept checkpoint: validation loss,
+                                                                    # validation and test BLEU
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -151,6 +153,52 @@ def significance(baseline: Path) -> dict:
                      for name, r in zip(scores["System"], scores["BLEU"])}}
 
 
+def checkpoints(run: Path, kept: Path) -> dict:
+    """Each checkpoint of a run copied out of its staging folder while it trained (`DIR/checkpoint-STEP/`, the LoRA
+    adapter and trainer_state.json; the Trainer itself keeps only the best and the last): its validation loss, and
+    the validation and test BLEU of its merged model's greedy generations at the run's prompt and length. It shows
+    how far the checkpoint choice moves BLEU; the run itself chose on validation loss."""
+    import copy
+
+    from peft import PeftModel
+
+    from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
+    from edgeft.export.source import RECIPE_LOCK, read_lock
+    from edgeft.tasks import get_task
+    from edgeft.tasks.causal_lm import greedy_scores
+
+    recipe = read_lock(run / RECIPE_LOCK)
+    task = get_task("causal-lm")
+    splits = task.load_splits(recipe.data, recipe.training.seed)
+    settings = json.loads((run / "merged" / "generation.json").read_text())
+    tokenizer = load_decoder_tokenizer(run / "merged")
+    base = load_decoder(resolve_decoder(recipe.model.name))
+    rows = {}
+    for folder in sorted(kept.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1])):
+        step = int(folder.name.split("-")[-1])
+        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+        row = {"step": step, "validation_loss": next(entry["eval_loss"] for entry in history
+                                                     if entry.get("step") == step and "eval_loss" in entry)}
+        model = PeftModel.from_pretrained(copy.deepcopy(base), folder).merge_and_unload().eval()
+        for name in ("validation", "test"):
+            started = time.perf_counter()
+            scores, outputs = greedy_scores(model, tokenizer, task.examples(getattr(splits, name)),
+                                            settings["prompt_format"], settings["max_new_tokens"])
+            row[name] = {key: scores[key] for key in ("bleu", "rouge_l", "n")}
+            row[name]["seconds"] = round(time.perf_counter() - started, 1)
+        row["test_generations"] = outputs
+        rows[folder.name] = row
+        print(f"{folder.name}: validation loss {row['validation_loss']:.4f}, BLEU validation "
+              f"{row['validation']['bleu']} test {row['test']['bleu']}", flush=True)
+    by_loss = min(rows, key=lambda name: rows[name]["validation_loss"])
+    by_bleu = max(rows, key=lambda name: rows[name]["validation"]["bleu"])
+    return {"run": str(run), "chosen_by_validation_loss": by_loss, "chosen_by_validation_bleu": by_bleu,
+            "summary": {name: {"validation_loss": round(row["validation_loss"], 4),
+                               "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
+                        for name, row in rows.items()},
+            "checkpoints": rows}
+
+
 def bundles(run: Path, prompts: int | None, threads: int) -> dict:
     """Every bundle of a run: BLEU and ROUGE-L in its own runtime on the same MRs, size, verification. Speeds come
     from `edgeft bench` (interleaved fresh processes), run separately under the measurement lock."""
@@ -277,11 +325,12 @@ def _cpu_seconds(resource) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
-    parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "step", "precision",
-                                         "export-base"])
+    parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "checkpoints",
+                                         "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kept", type=Path, help="checkpoints: the folder of checkpoint-STEP/ copies")
     parser.add_argument("--formats", default="onnx-fp32,onnx-int4", help="export-base: FORMAT-PRECISION,...")
     parser.add_argument("--chat-template", action="store_true", help="base: the recipe's prompt in the chat format")
     parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
@@ -303,6 +352,8 @@ def main(argv: list[str]) -> int:
         result = coverage(args.run)
     elif args.mode == "significance":
         result = significance(args.run or Path("runs/e2e-smollm2-lora"))
+    elif args.mode == "checkpoints":
+        result = checkpoints(args.run, args.kept)
     elif args.mode == "by-size":
         result = by_size(args.run, args.prompts)
     elif args.mode == "base":
@@ -315,7 +366,7 @@ def main(argv: list[str]) -> int:
     out = RESULTS / f"e2e_smollm2_{args.mode}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after", "bf16_speedup", "all",
-             "by_attributes", "named_verbatim", "runs")
+             "by_attributes", "named_verbatim", "runs", "summary")
     print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
     print(f"wrote {out}")
     return 0

@@ -205,7 +205,7 @@ class TrainingSpec(Strict):
     Trainer's `label_smoothing_factor`; the validation loss that chooses checkpoints is smoothed alike; reported
     perplexity is not)."""
     seed: int = Field(42, ge=0, lt=1 << 32)
-    """Seed for splits, initialisation and shuffling."""
+    """Seed for initialisation, shuffling and (unless `data.validation_seed` is set) the held-out split."""
     early_stopping_patience: PositiveInt | None = Field(2, le=1_000_000)
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
     eval_steps: PositiveInt | None = Field(None, le=1 << 40)
