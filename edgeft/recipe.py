@@ -206,6 +206,10 @@ class TrainingSpec(Strict):
     perplexity is not)."""
     seed: int = Field(42, ge=0, lt=1 << 32)
     """Seed for initialisation, shuffling and (unless `data.validation_seed` is set) the held-out split."""
+    checkpoint_metric: Literal["loss", "bleu"] | None = None
+    """Causal LM: the validation figure that keeps the best checkpoint and stops early: `loss` (the default) or
+    `bleu`, corpus BLEU of greedy generations for the validation prompts at the scoring length, generated at every
+    evaluation (the figure the run is judged by, at the cost of a generation pass per evaluation)."""
     early_stopping_patience: PositiveInt | None = Field(2, le=1_000_000)
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
     eval_steps: PositiveInt | None = Field(None, le=1 << 40)
@@ -265,7 +269,7 @@ class Recipe(Strict):
         # Label smoothing too: a classifier returns bare logits without labels, which the Trainer's smoother
         # cannot read.
         for section, field in (("data", "substitutions"), ("data", "require_in_completion"), ("data", "repeat"),
-                               ("training", "label_smoothing")):
+                               ("training", "label_smoothing"), ("training", "checkpoint_metric")):
             if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
                 raise ValueError(f"{section}.{field}: only a causal LM takes it "
                                  f"(model.task is {self.model.task})")

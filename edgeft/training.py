@@ -188,13 +188,14 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
     Progress goes to the `progress` stream (default: stderr when training starts).
 
     The task (default: the model's, `model.head_config.task`) gives the batch collator and the validation metric
-    it chooses on: its `checkpoint_metric` when it has one (`loss`: lower is better), else its `metric`.
+    it chooses on: the recipe's `training.checkpoint_metric`, else the task's `checkpoint_metric` when it has one
+    (`loss`: lower is better), else its `metric`.
     """
     from edgeft.tasks import get_task
 
     task = task or get_task(model.head_config.task)
     labels = model.head_config.labels if hasattr(model, "head_config") else []
-    choose_on = getattr(task, "checkpoint_metric", task.metric)
+    choose_on = training.checkpoint_metric or getattr(task, "checkpoint_metric", task.metric)
     compute_metrics = task.compute_metrics(labels)
     per_steps = training.eval_steps is not None
     use_bf16 = bf16_training(training.precision)

@@ -195,8 +195,13 @@ class CausalLM:
         params = count_parameters(model)
         max_length = recipe.data.max_length
         tokenized = {name: self.tokenize(split, tokenizer, max_length, prompt_format) for name, split in splits.items()}
+        scored_on = {}
+        if recipe.training.checkpoint_metric == "bleu":
+            scored_on = {"bleu_examples": self.examples(splits.validation)[: spec.eval_prompts],
+                         "bleu_tokenizer": tokenizer, "prompt_format": prompt_format,
+                         "max_new_tokens": spec.max_new_tokens}
         trainer = build_trainer(model, recipe.training, tokenizer, tokenized, folder, trainer_class=_trainer_class(),
-                                task=self, progress=progress)
+                                task=self, progress=progress, **scored_on)
         _, train_record = train(trainer, folder, resume)
         if not trainer.is_world_process_zero():
             return None, None, None
@@ -324,10 +329,23 @@ def _trainer_class():
     from transformers import Trainer
 
     class CausalLMTrainer(Trainer):
-        """The stock Trainer: peft checkpoints are saved as adapters, so the best one reloads at the end."""
+        """The stock Trainer: peft checkpoints are saved as adapters, so the best one reloads at the end. Given
+        `bleu_examples` ((prompt, references) pairs) and their tokenizer, every evaluation also reports `eval_bleu`
+        of greedy generations for them, so checkpoints and early stopping can choose on it."""
 
-        def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
+        def __init__(self, *args, head_learning_rate: float | None = None, bleu_examples=None, bleu_tokenizer=None,
+                     prompt_format: str = PROMPT, max_new_tokens: int = DEFAULT_NEW_TOKENS, **kwargs):
             super().__init__(*args, **kwargs)  # no new head: one learning rate
+            self.bleu_examples, self.bleu_tokenizer = bleu_examples, bleu_tokenizer
+            self.prompt_format, self.max_new_tokens = prompt_format, max_new_tokens
+
+        def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+            if self.bleu_examples:
+                scores, _ = greedy_scores(self.model, self.bleu_tokenizer, self.bleu_examples, self.prompt_format,
+                                          self.max_new_tokens)
+                output.metrics[f"{metric_key_prefix}_bleu"] = scores["bleu"]
+            return output
 
     return CausalLMTrainer
 

@@ -220,6 +220,33 @@ def test_label_smoothing_is_refused_for_a_classifier(causal_recipe):
         validate_recipe(causal_recipe)
 
 
+def test_checkpoints_can_be_chosen_on_validation_bleu(causal_recipe):
+    # setup
+    from edgeft.tune import tune
+
+    causal_recipe["training"].update(checkpoint_metric="bleu", early_stopping_patience=None)
+    # execute
+    run = tune(validate_recipe(causal_recipe))
+    # assert: every evaluation generated for BLEU, the kept checkpoint has the best, and the merged model's own
+    # validation scoring reproduces it
+    evaluations = [record for record in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+                   if "eval_loss" in record]
+    assert len(evaluations) == 6 and all(0 <= record["eval_bleu"] <= 100 for record in evaluations)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = max(evaluations, key=lambda record: record["eval_bleu"])  # the first of equals, as the Trainer keeps
+    assert metrics["train"]["best_checkpoint"] == f"checkpoint-{best['step']}"
+    assert metrics["validation"]["bleu"] == best["eval_bleu"]
+
+
+def test_checkpoint_metric_is_refused_for_a_classifier(causal_recipe):
+    from edgeft.errors import EdgeftError
+
+    causal_recipe["model"] = {"name": "tiny-bert"}
+    causal_recipe["training"]["checkpoint_metric"] = "bleu"
+    with pytest.raises(EdgeftError, match="training.checkpoint_metric: only a causal LM"):
+        validate_recipe(causal_recipe)
+
+
 def test_training_rows_that_leave_out_a_required_value_are_dropped(causal_recipe):
     # setup
     from datasets import Dataset
