@@ -157,7 +157,7 @@ def checkpoints(run: Path, kept: Path) -> dict:
     """Each checkpoint of a run copied out of its staging folder while it trained (`DIR/checkpoint-STEP/`, the LoRA
     adapter and trainer_state.json; the Trainer itself keeps only the best and the last): its validation loss, and
     the validation and test BLEU of its merged model's greedy generations at the run's prompt and length. It shows
-    how far the checkpoint choice moves BLEU; the run itself chose on validation loss."""
+    how far the checkpoint choice moves BLEU, and which checkpoint each `training.checkpoint_metric` keeps."""
     import copy
 
     from peft import PeftModel
@@ -191,12 +191,28 @@ def checkpoints(run: Path, kept: Path) -> dict:
         print(f"{folder.name}: validation loss {row['validation_loss']:.4f}, BLEU validation "
               f"{row['validation']['bleu']} test {row['test']['bleu']}", flush=True)
     by_loss = min(rows, key=lambda name: rows[name]["validation_loss"])
-    by_bleu = max(rows, key=lambda name: rows[name]["validation"]["bleu"])
-    return {"run": str(run), "chosen_by_validation_loss": by_loss, "chosen_by_validation_bleu": by_bleu,
+    return {"run": str(run), "chosen_by_validation_loss": by_loss,
+            "chosen_by_validation_bleu": _kept_by_bleu(rows, recipe.training.early_stopping_patience),
+            "chosen_by": "as the Trainer chooses: the first best value; on validation BLEU (training."
+                         "checkpoint_metric: bleu) only among the evaluations before early stopping would end the run",
             "summary": {name: {"validation_loss": round(row["validation_loss"], 4),
                                "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
                         for name, row in rows.items()},
             "checkpoints": rows}
+
+
+def _kept_by_bleu(rows: dict, patience: int | None) -> str:
+    """The checkpoint `training.checkpoint_metric: bleu` would keep: the first highest validation BLEU among the
+    evaluations before early stopping would have ended the run."""
+    best, waited = None, 0
+    for name, row in rows.items():
+        if best is None or row["validation"]["bleu"] > rows[best]["validation"]["bleu"]:
+            best, waited = name, 0
+        else:
+            waited += 1
+            if patience and waited >= patience:
+                break
+    return best
 
 
 def bundles(run: Path, prompts: int | None, threads: int) -> dict:
