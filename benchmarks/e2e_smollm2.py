@@ -177,8 +177,9 @@ def checkpoints(run: Path, kept: Path) -> dict:
     for folder in sorted(kept.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1])):
         step = int(folder.name.split("-")[-1])
         history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
-        row = {"step": step, "validation_loss": next(entry["eval_loss"] for entry in history
-                                                     if entry.get("step") == step and "eval_loss" in entry)}
+        # The last step's checkpoint is saved without an evaluation unless it falls on eval_steps.
+        row = {"step": step, "validation_loss": next((entry["eval_loss"] for entry in history
+                                                      if entry.get("step") == step and "eval_loss" in entry), None)}
         model = PeftModel.from_pretrained(copy.deepcopy(base), folder).merge_and_unload().eval()
         for name in ("validation", "test"):
             started = time.perf_counter()
@@ -188,14 +189,15 @@ def checkpoints(run: Path, kept: Path) -> dict:
             row[name]["seconds"] = round(time.perf_counter() - started, 1)
         row["test_generations"] = outputs
         rows[folder.name] = row
-        print(f"{folder.name}: validation loss {row['validation_loss']:.4f}, BLEU validation "
+        print(f"{folder.name}: validation loss {row['validation_loss']}, BLEU validation "
               f"{row['validation']['bleu']} test {row['test']['bleu']}", flush=True)
-    by_loss = min(rows, key=lambda name: rows[name]["validation_loss"])
-    return {"run": str(run), "chosen_by_validation_loss": by_loss,
-            "chosen_by_validation_bleu": _kept_by_bleu(rows, recipe.training.early_stopping_patience),
+    evaluated = {name: row for name, row in rows.items() if row["validation_loss"] is not None}
+    return {"run": str(run),
+            "chosen_by_validation_loss": min(evaluated, key=lambda name: evaluated[name]["validation_loss"]),
+            "chosen_by_validation_bleu": _kept_by_bleu(evaluated, recipe.training.early_stopping_patience),
             "chosen_by": "as the Trainer chooses: the first best value; on validation BLEU (training."
                          "checkpoint_metric: bleu) only among the evaluations before early stopping would end the run",
-            "summary": {name: {"validation_loss": round(row["validation_loss"], 4),
+            "summary": {name: {"validation_loss": row["validation_loss"] and round(row["validation_loss"], 4),
                                "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
                         for name, row in rows.items()},
             "checkpoints": rows}
