@@ -197,7 +197,8 @@ def checkpoints(run: Path, kept: Path) -> dict:
             "chosen_by_validation_bleu": _kept_by_bleu(evaluated, recipe.training.early_stopping_patience),
             "chosen_by": "as the Trainer chooses: the first best value; on validation BLEU (training."
                          "checkpoint_metric: bleu) only among the evaluations before early stopping would end the run",
-            "summary": {name: {"validation_loss": row["validation_loss"] and round(row["validation_loss"], 4),
+            "summary": {name: {"validation_loss": None if row["validation_loss"] is None
+                               else round(row["validation_loss"], 4),
                                "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
                         for name, row in rows.items()},
             "checkpoints": rows}
