@@ -20,8 +20,8 @@ def promote(staged: Path, output: Path) -> None:
         staged.rename(output)
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete Trainer checkpoint under `folder/checkpoints`, if any.
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The complete Trainer checkpoints under `folder/checkpoints`, oldest step first.
 
     `trainer_state.json` is the last file a checkpoint gets, so a checkpoint cut short by a kill (that file missing,
     or killed while it was written) is skipped.
@@ -30,7 +30,13 @@ def last_checkpoint(folder: Path) -> str | None:
         path for path in (folder / "checkpoints").glob("checkpoint-*")
         if path.name.split("-")[-1].isdigit() and _complete_state(path / "trainer_state.json")
     ]
-    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
+    return sorted(complete, key=lambda path: int(path.name.split("-")[-1]))
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete Trainer checkpoint under `folder/checkpoints`, if any."""
+    complete = complete_checkpoints(folder)
+    return str(complete[-1]) if complete else None
 
 
 def _complete_state(path: Path) -> bool:

@@ -210,6 +210,10 @@ class TrainingSpec(Strict):
     """Causal LM: the validation figure that keeps the best checkpoint and stops early: `loss` (the default) or
     `bleu`, corpus BLEU of greedy generations for the validation prompts at the scoring length, generated at every
     evaluation (the figure the run is judged by, at the cost of a generation pass per evaluation)."""
+    average_checkpoints: PositiveInt = Field(1, le=1_000)
+    """Causal LM with LoRA or full tuning: keep the mean of the weights of the last N checkpoints (one per evaluation,
+    plus the final step) instead of the best one; 1 keeps the best. LoRA adapters are combined exactly, by
+    concatenation (peft's `cat`: the kept adapter's rank is N x r, the merged model's size does not change)."""
     early_stopping_patience: PositiveInt | None = Field(2, le=1_000_000)
     """Stop after this many evaluations without validation-accuracy gain. None disables."""
     eval_steps: PositiveInt | None = Field(None, le=1 << 40)
@@ -273,6 +277,13 @@ class Recipe(Strict):
             if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
                 raise ValueError(f"{section}.{field}: only a causal LM takes it "
                                  f"(model.task is {self.model.task})")
+        if self.training.average_checkpoints > 1:
+            if not TASKS[self.model.task].generates:
+                raise ValueError(f"training.average_checkpoints: only a causal LM takes it (model.task is "
+                                 f"{self.model.task})")
+            if self.method.kind not in ("lora", "full"):
+                raise ValueError(f"training.average_checkpoints: averages LoRA or full tuning, not "
+                                 f"{self.method.kind} (DoRA's magnitudes do not average exactly)")
         return self
 
     @property

@@ -216,7 +216,8 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         eval_steps=training.eval_steps,
         save_steps=training.eval_steps,
         logging_steps=10,
-        save_total_limit=2,
+        # The best checkpoint plus the last ones: as many as the average needs.
+        save_total_limit=max(2, training.average_checkpoints + 1),
         load_best_model_at_end=True,
         metric_for_best_model=choose_on,
         greater_is_better=choose_on != "loss",
@@ -276,6 +277,40 @@ def train(trainer, folder: Path, resume: bool) -> tuple[object, dict]:
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
         "device": str(trainer.args.device),
     }
+
+
+def average_last_checkpoints(model, folder: Path, count: int) -> list[str]:
+    """Give `model` (a peft LoRA model, or a plain one tuned in full) the mean weights of the last `count` complete
+    checkpoints under `folder/checkpoints`; their names. LoRA adapters combine exactly by concatenation (peft's `cat`:
+    A stacked with each adapter's weight and scaling folded in, B side by side), under the adapter's own name."""
+    from safetensors.torch import load_file
+
+    from edgeft.atomic import complete_checkpoints
+
+    chosen = complete_checkpoints(folder)[-count:]
+    if len(chosen) < count:
+        raise EdgeftError(f"training.average_checkpoints: {count} checkpoints asked for, the run saved {len(chosen)} "
+                          "(lower it, or evaluate more often: training.eval_steps)")
+    if hasattr(model, "add_weighted_adapter"):
+        active = model.active_adapter
+        names = [f"average_{path.name}" for path in chosen]
+        for name, path in zip(names, chosen):
+            model.load_adapter(str(path), adapter_name=name)
+        model.set_adapter(names[0])
+        model.delete_adapter(active)
+        model.add_weighted_adapter(names, [1 / count] * count, active, combination_type="cat")
+        model.set_adapter(active)
+        for name in names:
+            model.delete_adapter(name)
+    else:
+        states = [load_file(path / "model.safetensors") for path in chosen]
+        averaged = {key: sum(state[key].float() for state in states) / count for key in states[0]}
+        # Tied weights are saved once, so some keys may be missing; a key the model lacks means a foreign file.
+        unexpected = model.load_state_dict({key: value.to(states[0][key].dtype) for key, value in averaged.items()},
+                                           strict=False).unexpected_keys
+        if unexpected:
+            raise EdgeftError(f"{chosen[0]}: weights the model does not have ({', '.join(unexpected[:3])})", 1)
+    return [path.name for path in chosen]
 
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -182,7 +182,7 @@ class CausalLM:
         from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
         from edgeft.methods import apply_method
         from edgeft.models import count_parameters
-        from edgeft.training import build_trainer, train
+        from edgeft.training import average_last_checkpoints, build_trainer, train
 
         if recipe.method.kind not in METHODS:
             raise EdgeftError(f"method.kind: a causal LM tunes with {', '.join(METHODS)} (got {recipe.method.kind!r})")
@@ -205,6 +205,9 @@ class CausalLM:
         _, train_record = train(trainer, folder, resume)
         if not trainer.is_world_process_zero():
             return None, None, None
+        if recipe.training.average_checkpoints > 1:
+            train_record["averaged_checkpoints"] = average_last_checkpoints(model, folder,
+                                                                            recipe.training.average_checkpoints)
 
         model.eval()
         check_rows = tokenized["validation"].select(range(min(MERGE_CHECK_ROWS, len(tokenized["validation"]))))

@@ -495,3 +495,92 @@ def test_int4_lora_bundle_is_exported_and_verified(lora_run):
     assert result.exit_code == 0, result.output
     manifest = json.loads((lora_run / "bundles" / "onnx-int4-lora" / "manifest.json").read_text())
     assert manifest["precision"] == "int4-lora" and manifest["verification"]["passed"]
+
+
+def _saved_checkpoints(model, folder: Path, steps: list[int]) -> list[dict]:
+    """Checkpoints as the Trainer leaves them (weights, then trainer_state.json), each with other random weights;
+    the merged weights of each, in step order."""
+    import copy
+
+    import torch
+
+    merged = []
+    for step in steps:
+        torch.manual_seed(step)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_" in name or not hasattr(model, "peft_config"):
+                    parameter.add_(torch.randn_like(parameter) * 0.05)
+        checkpoint = folder / "checkpoints" / f"checkpoint-{step}"
+        model.save_pretrained(checkpoint)
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        copied = copy.deepcopy(model)
+        merged.append((copied.merge_and_unload() if hasattr(copied, "peft_config") else copied).state_dict())
+    return merged
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_averaged_checkpoints_are_the_mean_of_the_last_ones_merged(tmp_path, kind):
+    # setup
+    import torch
+
+    from edgeft.decoders import load_decoder
+    from edgeft.methods import apply_method
+    from edgeft.recipe import MethodSpec
+    from edgeft.training import average_last_checkpoints
+
+    model = apply_method(load_decoder(TINY_LLAMA), MethodSpec(kind=kind, r=4, alpha=8, dropout=0.0))
+    merged = _saved_checkpoints(model, tmp_path, [5, 10, 15])
+    (tmp_path / "checkpoints" / "checkpoint-20").mkdir()  # killed before its trainer_state.json: not complete
+    # execute
+    names = average_last_checkpoints(model, tmp_path, 2)
+    # assert: the last two complete checkpoints, averaged exactly; a LoRA stays one adapter of twice the rank
+    assert names == ["checkpoint-10", "checkpoint-15"]
+    if kind == "lora":
+        assert list(model.peft_config) == ["default"] and model.peft_config["default"].r == 8
+        model = model.merge_and_unload()
+    averaged = model.state_dict()
+    for key, value in averaged.items():
+        torch.testing.assert_close(value, (merged[1][key] + merged[2][key]) / 2, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(averaged["model.layers.0.self_attn.q_proj.weight"],
+                           merged[2]["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_averaging_more_checkpoints_than_saved_is_an_error(tmp_path):
+    from edgeft.decoders import load_decoder
+    from edgeft.errors import EdgeftError
+    from edgeft.methods import apply_method
+    from edgeft.recipe import MethodSpec
+    from edgeft.training import average_last_checkpoints
+
+    model = apply_method(load_decoder(TINY_LLAMA), MethodSpec(kind="lora", r=4))
+    _saved_checkpoints(model, tmp_path, [5])
+    with pytest.raises(EdgeftError, match="3 checkpoints asked for, the run saved 1"):
+        average_last_checkpoints(model, tmp_path, 3)
+
+
+def test_a_run_keeps_the_average_of_its_last_checkpoints(causal_recipe):
+    # setup
+    from edgeft.tune import tune
+
+    causal_recipe["training"].update(average_checkpoints=3, early_stopping_patience=None, max_steps=10, eval_steps=3)
+    # execute
+    run = tune(validate_recipe(causal_recipe))
+    # assert: the last three saves (the final step among them) were averaged, and the adapter holds all three
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["averaged_checkpoints"] == ["checkpoint-6", "checkpoint-9", "checkpoint-10"]
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["r"] == 24
+    assert metrics["merge"]["max_abs_diff"] <= metrics["merge"]["tolerance"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model": {"name": "tiny-bert"}}, "only a causal LM takes it"),
+    ({"method": {"kind": "dora"}}, "not dora"),
+])
+def test_averaging_checkpoints_is_refused_where_it_is_not_exact(causal_recipe, change, message):
+    from edgeft.errors import EdgeftError
+
+    causal_recipe.update(change)
+    causal_recipe["training"]["average_checkpoints"] = 2
+    with pytest.raises(EdgeftError, match=f"training.average_checkpoints: .*{message}"):
+        validate_recipe(causal_recipe)
