@@ -10,6 +10,8 @@ Usage:
                                                                     # bootstrap 95% CI over MRs, paired p-value
     python -m benchmarks.e2e_smollm2 checkpoints RUN_DIR --kept DIR  # each kept checkpoint: validation loss,
                                                                     # validation and test BLEU
+    python -m benchmarks.e2e_smollm2 average RUN_DIR --kept DIR --counts 2 3 4  # the mean of the last N kept
+                                                                    # checkpoints: perplexity, BLEU
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -162,17 +164,7 @@ def checkpoints(run: Path, kept: Path) -> dict:
 
     from peft import PeftModel
 
-    from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
-    from edgeft.export.source import RECIPE_LOCK, read_lock
-    from edgeft.tasks import get_task
-    from edgeft.tasks.causal_lm import greedy_scores
-
-    recipe = read_lock(run / RECIPE_LOCK)
-    task = get_task("causal-lm")
-    splits = task.load_splits(recipe.data, recipe.training.seed)
-    settings = json.loads((run / "merged" / "generation.json").read_text())
-    tokenizer = load_decoder_tokenizer(run / "merged")
-    base = load_decoder(resolve_decoder(recipe.model.name))
+    context = _scoring_context(run)
     rows = {}
     for folder in sorted(kept.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1])):
         step = int(folder.name.split("-")[-1])
@@ -180,21 +172,14 @@ def checkpoints(run: Path, kept: Path) -> dict:
         # The last step's checkpoint is saved without an evaluation unless it falls on eval_steps.
         row = {"step": step, "validation_loss": next((entry["eval_loss"] for entry in history
                                                       if entry.get("step") == step and "eval_loss" in entry), None)}
-        model = PeftModel.from_pretrained(copy.deepcopy(base), folder).merge_and_unload().eval()
-        for name in ("validation", "test"):
-            started = time.perf_counter()
-            scores, outputs = greedy_scores(model, tokenizer, task.examples(getattr(splits, name)),
-                                            settings["prompt_format"], settings["max_new_tokens"])
-            row[name] = {key: scores[key] for key in ("bleu", "rouge_l", "n")}
-            row[name]["seconds"] = round(time.perf_counter() - started, 1)
-        row["test_generations"] = outputs
-        rows[folder.name] = row
+        model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), folder).merge_and_unload().eval()
+        rows[folder.name] = {**row, **_scored(model, context)}
         print(f"{folder.name}: validation loss {row['validation_loss']}, BLEU validation "
-              f"{row['validation']['bleu']} test {row['test']['bleu']}", flush=True)
+              f"{rows[folder.name]['validation']['bleu']} test {rows[folder.name]['test']['bleu']}", flush=True)
     evaluated = {name: row for name, row in rows.items() if row["validation_loss"] is not None}
     return {"run": str(run),
             "chosen_by_validation_loss": min(evaluated, key=lambda name: evaluated[name]["validation_loss"]),
-            "chosen_by_validation_bleu": _kept_by_bleu(evaluated, recipe.training.early_stopping_patience),
+            "chosen_by_validation_bleu": _kept_by_bleu(evaluated, context["recipe"].training.early_stopping_patience),
             "chosen_by": "as the Trainer chooses: the first best value; on validation BLEU (training."
                          "checkpoint_metric: bleu) only among the evaluations before early stopping would end the run",
             "summary": {name: {"validation_loss": None if row["validation_loss"] is None
@@ -202,6 +187,73 @@ def checkpoints(run: Path, kept: Path) -> dict:
                                "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
                         for name, row in rows.items()},
             "checkpoints": rows}
+
+
+def average(run: Path, kept: Path, counts: list[int]) -> dict:
+    """What `training.average_checkpoints: N` would have kept, for each N: the mean of the last N checkpoints copied
+    out while the run trained (`DIR/checkpoint-STEP/`, as for `checkpoints`), combined by the library's own function;
+    its validation perplexity (token-weighted), and the validation and test BLEU of its greedy generations."""
+    import copy
+    import tempfile
+
+    from peft import PeftModel
+
+    from edgeft.tasks.causal_lm import perplexity
+    from edgeft.training import average_last_checkpoints
+
+    context = _scoring_context(run)
+    validation = context["task"].tokenize(context["splits"].validation, context["tokenizer"],
+                                          context["recipe"].data.max_length, context["settings"]["prompt_format"])
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "checkpoints").symlink_to(kept.resolve())  # the layout the function reads
+        for count in counts:
+            first = sorted(kept.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))[-count]
+            model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), first)
+            names = average_last_checkpoints(model, Path(folder), count)
+            model = model.merge_and_unload().eval()
+            row = {"checkpoints": names, "validation_perplexity": perplexity(
+                model, validation, context["task"].collator(context["tokenizer"]))}
+            rows[f"last {count}"] = {**row, **_scored(model, context)}
+            print(f"last {count} ({', '.join(names)}): validation perplexity {row['validation_perplexity']}, BLEU "
+                  f"validation {rows[f'last {count}']['validation']['bleu']} test "
+                  f"{rows[f'last {count}']['test']['bleu']}", flush=True)
+    return {"run": str(run),
+            "summary": {name: {"validation_perplexity": row["validation_perplexity"],
+                               "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
+                        for name, row in rows.items()},
+            "averages": rows}
+
+
+def _scoring_context(run: Path) -> dict:
+    """What scoring a run's variants needs: its recipe, splits, tokenizer, prompt format and untuned base model."""
+    from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
+    from edgeft.export.source import RECIPE_LOCK, read_lock
+    from edgeft.tasks import get_task
+
+    recipe = read_lock(run / RECIPE_LOCK)
+    task = get_task("causal-lm")
+    return {"recipe": recipe, "task": task, "splits": task.load_splits(recipe.data, recipe.training.seed),
+            "settings": json.loads((run / "merged" / "generation.json").read_text()),
+            "tokenizer": load_decoder_tokenizer(run / "merged"),
+            "base": load_decoder(resolve_decoder(recipe.model.name))}
+
+
+def _scored(model, context: dict) -> dict:
+    """Validation and test BLEU / ROUGE-L of a merged model's greedy generations at the run's prompt and length, and
+    its test generations."""
+    from edgeft.tasks.causal_lm import greedy_scores
+
+    row = {}
+    for name in ("validation", "test"):
+        started = time.perf_counter()
+        scores, outputs = greedy_scores(model, context["tokenizer"],
+                                        context["task"].examples(getattr(context["splits"], name)),
+                                        context["settings"]["prompt_format"], context["settings"]["max_new_tokens"])
+        row[name] = {key: scores[key] for key in ("bleu", "rouge_l", "n")}
+        row[name]["seconds"] = round(time.perf_counter() - started, 1)
+    row["test_generations"] = outputs
+    return row
 
 
 def _kept_by_bleu(rows: dict, patience: int | None) -> str:
@@ -345,11 +397,13 @@ def _cpu_seconds(resource) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
     parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "checkpoints",
+                                         "average",
                                          "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--kept", type=Path, help="checkpoints: the folder of checkpoint-STEP/ copies")
+    parser.add_argument("--kept", type=Path, help="checkpoints, average: the folder of checkpoint-STEP/ copies")
+    parser.add_argument("--counts", type=int, nargs="+", default=[2, 3, 4], help="average: how many last checkpoints")
     parser.add_argument("--formats", default="onnx-fp32,onnx-int4", help="export-base: FORMAT-PRECISION,...")
     parser.add_argument("--chat-template", action="store_true", help="base: the recipe's prompt in the chat format")
     parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
@@ -373,6 +427,8 @@ def main(argv: list[str]) -> int:
         result = significance(args.run or Path("runs/e2e-smollm2-lora"))
     elif args.mode == "checkpoints":
         result = checkpoints(args.run, args.kept)
+    elif args.mode == "average":
+        result = average(args.run, args.kept, args.counts)
     elif args.mode == "by-size":
         result = by_size(args.run, args.prompts)
     elif args.mode == "base":
