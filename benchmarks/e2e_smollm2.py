@@ -198,6 +198,7 @@ def average(run: Path, kept: Path, counts: list[int]) -> dict:
 
     from peft import PeftModel
 
+    from edgeft.atomic import complete_checkpoints
     from edgeft.tasks.causal_lm import perplexity
     from edgeft.training import average_last_checkpoints
 
@@ -208,8 +209,8 @@ def average(run: Path, kept: Path, counts: list[int]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "checkpoints").symlink_to(kept.resolve())  # the layout the function reads
         for count in counts:
-            first = sorted(kept.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))[-count]
-            model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), first)
+            last = complete_checkpoints(Path(folder))[-1]  # any of them: its adapter is replaced by the mean
+            model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), last)
             names = average_last_checkpoints(model, Path(folder), count)
             model = model.merge_and_unload().eval()
             row = {"checkpoints": names, "validation_perplexity": perplexity(
@@ -397,8 +398,7 @@ def _cpu_seconds(resource) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
     parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "checkpoints",
-                                         "average",
-                                         "step", "precision", "export-base"])
+                                         "average", "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
