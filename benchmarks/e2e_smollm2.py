@@ -12,6 +12,8 @@ Usage:
                                                                     # validation and test BLEU
     python -m benchmarks.e2e_smollm2 average RUN_DIR --kept DIR --counts 2 3 4  # the mean of the last N kept
                                                                     # checkpoints: perplexity, BLEU
+    python -m benchmarks.e2e_smollm2 soup RUN_DIR --with RUN_DIR...  # the mean of independent trainings' LoRA
+                                                                    # updates (every subset): perplexity, BLEU
     python -m benchmarks.e2e_smollm2 step [--steps N] [--precision bf16]  # seconds per LoRA training step
     python -m benchmarks.e2e_smollm2 precision [--rounds R] [--steps N]  # bf16 autocast vs fp32 step speed-up
     python -m benchmarks.e2e_smollm2 export-base RUN_DIR --formats onnx-fp32,onnx-int4 [--prompts N]
@@ -226,6 +228,49 @@ def average(run: Path, kept: Path, counts: list[int]) -> dict:
             "averages": rows}
 
 
+def soup(run: Path, others: list[Path]) -> dict:
+    """Model soups of independent trainings of one recipe on the same validation rows: for every subset of two or
+    more runs, the mean of their LoRA updates (the library's exact average), its validation perplexity and validation
+    and test BLEU; and the greedy soup (Wortsman et al., 2022) chosen on validation BLEU alone: runs in order of their
+    own validation BLEU, each added only if the soup's validation BLEU does not fall."""
+    import copy
+    import itertools
+
+    from peft import PeftModel
+
+    from edgeft.tasks.causal_lm import perplexity
+    from edgeft.training import average_weights
+
+    runs = [run, *others]
+    own = {str(path): json.loads((path / "metrics.json").read_text())["validation"]["bleu"] for path in runs}
+    context = _scoring_context(run)
+    validation = context["task"].tokenize(context["splits"].validation, context["tokenizer"],
+                                          context["recipe"].data.max_length, context["settings"]["prompt_format"])
+    rows = {}
+    for size in range(2, len(runs) + 1):
+        for members in itertools.combinations(runs, size):
+            model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), members[0] / "adapter")
+            average_weights(model, [path / "adapter" for path in members])
+            model = model.merge_and_unload().eval()
+            name = " + ".join(path.name for path in members)
+            rows[name] = {"runs": [str(path) for path in members], "validation_perplexity": perplexity(
+                model, validation, context["task"].collator(context["tokenizer"])), **_scored(model, context)}
+            print(f"{name}: validation perplexity {rows[name]['validation_perplexity']}, BLEU validation "
+                  f"{rows[name]['validation']['bleu']} test {rows[name]['test']['bleu']}", flush=True)
+    ordered = sorted(runs, key=lambda path: -own[str(path)])
+    greedy, best = [ordered[0]], own[str(ordered[0])]
+    for path in ordered[1:]:
+        candidate = rows[" + ".join(member.name for member in runs if member in [*greedy, path])]
+        if candidate["validation"]["bleu"] >= best:
+            greedy, best = [*greedy, path], candidate["validation"]["bleu"]
+    return {"run": str(run), "own_validation_bleu": own,
+            "greedy_soup": {"runs": [str(path) for path in greedy], "validation_bleu": best},
+            "summary": {name: {"validation_perplexity": row["validation_perplexity"],
+                               "validation_bleu": row["validation"]["bleu"], "test_bleu": row["test"]["bleu"]}
+                        for name, row in rows.items()},
+            "soups": rows}
+
+
 def _scoring_context(run: Path) -> dict:
     """What scoring a run's variants needs: its recipe, splits, tokenizer, prompt format and untuned base model."""
     from edgeft.decoders import load_decoder, load_decoder_tokenizer, resolve_decoder
@@ -398,12 +443,14 @@ def _cpu_seconds(resource) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_smollm2")
     parser.add_argument("mode", choices=["base", "bundles", "by-size", "coverage", "significance", "checkpoints",
-                                         "average", "step", "precision", "export-base"])
+                                         "average", "soup", "step", "precision", "export-base"])
     parser.add_argument("run", nargs="?", type=Path)
     parser.add_argument("--prompts", type=int, default=None, help="first N distinct test MRs (default: all 630)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kept", type=Path, help="checkpoints, average: the folder of checkpoint-STEP/ copies")
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 3, 4], help="average: how many last checkpoints")
+    parser.add_argument("--with", dest="others", type=Path, nargs="+", default=[],
+                        help="soup: the other trainings of RUN_DIR's recipe")
     parser.add_argument("--formats", default="onnx-fp32,onnx-int4", help="export-base: FORMAT-PRECISION,...")
     parser.add_argument("--chat-template", action="store_true", help="base: the recipe's prompt in the chat format")
     parser.add_argument("--steps", type=int, default=3, help="step: training steps to time")
@@ -429,6 +476,8 @@ def main(argv: list[str]) -> int:
         result = checkpoints(args.run, args.kept)
     elif args.mode == "average":
         result = average(args.run, args.kept, args.counts)
+    elif args.mode == "soup":
+        result = soup(args.run, args.others)
     elif args.mode == "by-size":
         result = by_size(args.run, args.prompts)
     elif args.mode == "base":
@@ -441,7 +490,7 @@ def main(argv: list[str]) -> int:
     out = RESULTS / f"e2e_smollm2_{args.mode}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     shown = ("bleu", "rouge_l", "n", "seconds", "mean_wall_s", "mean_cpu_s", "loadavg_after", "bf16_speedup", "all",
-             "by_attributes", "named_verbatim", "runs", "summary")
+             "by_attributes", "named_verbatim", "runs", "summary", "greedy_soup")
     print(json.dumps({k: v for k, v in result.items() if k in shown}, indent=2))
     print(f"wrote {out}")
     return 0

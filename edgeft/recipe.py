@@ -204,6 +204,9 @@ class TrainingSpec(Strict):
     """Causal LM: share of each next-token target's probability spread over the vocabulary in the training loss (the
     Trainer's `label_smoothing_factor`; the validation loss that chooses checkpoints is smoothed alike; reported
     perplexity is not)."""
+    neftune_alpha: PositiveFloat | None = Field(None, le=1_000)
+    """Causal LM: NEFTune (Jain et al., 2023), uniform noise of this scale over sqrt(length x width) added to the
+    input embeddings while training only (the Trainer's `neftune_noise_alpha`; the paper used 5-15). None: off."""
     seed: int = Field(42, ge=0, lt=1 << 32)
     """Seed for initialisation, shuffling and (unless `data.validation_seed` is set) the held-out split."""
     checkpoint_metric: Literal["loss", "bleu"] | None = None
@@ -271,9 +274,11 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _causal_lm_only_options(self):
         # Label smoothing too: a classifier returns bare logits without labels, which the Trainer's smoother
-        # cannot read.
+        # cannot read; NEFTune: the Trainer finds the input embeddings of transformers and peft models only, and a
+        # classifier is edgeft's own module.
         for section, field in (("data", "substitutions"), ("data", "require_in_completion"), ("data", "repeat"),
-                               ("training", "label_smoothing"), ("training", "checkpoint_metric")):
+                               ("training", "label_smoothing"), ("training", "checkpoint_metric"),
+                               ("training", "neftune_alpha")):
             if getattr(getattr(self, section), field) and not TASKS[self.model.task].generates:
                 raise ValueError(f"{section}.{field}: only a causal LM takes it "
                                  f"(model.task is {self.model.task})")

@@ -210,6 +210,7 @@ def build_trainer(model, training: TrainingSpec, tokenizer, tokenized: dict, fol
         warmup_ratio=training.warmup_ratio,
         weight_decay=training.weight_decay,
         label_smoothing_factor=training.label_smoothing,
+        neftune_noise_alpha=training.neftune_alpha,
         lr_scheduler_type="linear",
         eval_strategy="steps" if per_steps else "epoch",
         save_strategy="steps" if per_steps else "epoch",
@@ -280,21 +281,30 @@ def train(trainer, folder: Path, resume: bool) -> tuple[object, dict]:
 
 
 def average_last_checkpoints(model, folder: Path, count: int) -> list[str]:
-    """Give `model` (a peft LoRA model, or a plain one tuned in full) the mean weights of the last `count` complete
-    checkpoints under `folder/checkpoints`; their names. LoRA adapters combine exactly by concatenation (peft's `cat`:
-    A stacked with each adapter's weight and scaling folded in, B side by side), under the adapter's own name."""
-    from safetensors.torch import load_file
-
+    """Give `model` the mean weights of the last `count` complete checkpoints under `folder/checkpoints`; their
+    names."""
     from edgeft.atomic import complete_checkpoints
 
     chosen = complete_checkpoints(folder)[-count:]
     if len(chosen) < count:
         raise EdgeftError(f"training.average_checkpoints: {count} checkpoints asked for, the run saved {len(chosen)} "
                           "(lower it, or evaluate more often: training.eval_steps)")
+    average_weights(model, chosen)
+    return [path.name for path in chosen]
+
+
+def average_weights(model, folders: list[Path]) -> None:
+    """Give `model` (a peft LoRA model, or a plain one tuned in full) the mean of the weights saved in `folders`
+    (checkpoints, or adapters of trainings from the same base). LoRA adapters combine exactly by concatenation (peft's
+    `cat`: A stacked with each adapter's weight and scaling folded in, B side by side), under the adapter's own
+    name."""
+    from safetensors.torch import load_file
+
+    count = len(folders)
     if hasattr(model, "add_weighted_adapter"):
         active = model.active_adapter
-        names = [f"average_{path.name}" for path in chosen]
-        for name, path in zip(names, chosen):
+        names = [f"average_{index}" for index in range(count)]
+        for name, path in zip(names, folders):
             model.load_adapter(str(path), adapter_name=name)
         model.set_adapter(names[0])
         model.delete_adapter(active)
@@ -303,14 +313,13 @@ def average_last_checkpoints(model, folder: Path, count: int) -> list[str]:
         for name in names:
             model.delete_adapter(name)
     else:
-        states = [load_file(path / "model.safetensors") for path in chosen]
+        states = [load_file(path / "model.safetensors") for path in folders]
         averaged = {key: sum(state[key].float() for state in states) / count for key in states[0]}
         # Tied weights are saved once, so some keys may be missing; a key the model lacks means a foreign file.
         unexpected = model.load_state_dict({key: value.to(states[0][key].dtype) for key, value in averaged.items()},
                                            strict=False).unexpected_keys
         if unexpected:
-            raise EdgeftError(f"{chosen[0]}: weights the model does not have ({', '.join(unexpected[:3])})", 1)
-    return [path.name for path in chosen]
+            raise EdgeftError(f"{folders[0]}: weights the model does not have ({', '.join(unexpected[:3])})", 1)
 
 
 def predict_logits(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -143,6 +143,36 @@ def test_label_smoothing_spreads_the_next_token_target_over_the_vocabulary(causa
     assert loss != pytest.approx(float(nll), rel=1e-3)
 
 
+def test_neftune_adds_noise_to_the_input_embeddings_while_training_only(causal_recipe, tmp_path):
+    # setup: one training step of the same model, rows and seed, with and without NEFTune
+    import copy
+
+    from edgeft.decoders import load_decoder
+    from edgeft.tasks.causal_lm import _trainer_class
+    from edgeft.training import build_trainer
+
+    task = get_task("causal-lm")
+    tokenizer = load_decoder_tokenizer(TINY_LLAMA)
+    model = load_decoder(TINY_LLAMA)
+    losses, models = {}, {}
+    for alpha in (None, 15.0):
+        causal_recipe["training"].update(neftune_alpha=alpha, max_steps=1)
+        recipe = validate_recipe(causal_recipe)
+        splits = task.load_splits(recipe.data, 0)
+        prompt_format = build_prompt_format(tokenizer, recipe.generation)
+        tokenized = {name: task.tokenize(getattr(splits, name), tokenizer, 48, prompt_format)
+                     for name in ("train", "validation")}
+        models[alpha] = copy.deepcopy(model)
+        trainer = build_trainer(models[alpha], recipe.training, tokenizer, tokenized, tmp_path / str(alpha),
+                                trainer_class=_trainer_class(), task=task)
+        # execute
+        losses[alpha] = trainer.train().training_loss
+    # assert: the noise changed the training loss; afterwards the embeddings carry no noise hook
+    assert losses[15.0] != pytest.approx(losses[None], rel=1e-6)
+    embeddings = models[15.0].get_input_embeddings()
+    assert not hasattr(embeddings, "neftune_noise_alpha") and not embeddings._forward_hooks
+
+
 def test_validation_is_held_out_by_prompt(causal_recipe):
     splits = get_task("causal-lm").load_splits(validate_recipe(causal_recipe).data, 0)
     assert set(splits.train["prompt"]).isdisjoint(splits.validation["prompt"])
@@ -211,12 +241,13 @@ def test_substitutions_are_refused_for_a_classifier_and_for_a_single_value(causa
         validate_recipe(causal_recipe)
 
 
-def test_label_smoothing_is_refused_for_a_classifier(causal_recipe):
+@pytest.mark.parametrize("field, value", [("label_smoothing", 0.1), ("neftune_alpha", 5.0)])
+def test_training_options_of_a_causal_lm_are_refused_for_a_classifier(causal_recipe, field, value):
     from edgeft.errors import EdgeftError
 
     causal_recipe["model"] = {"name": "tiny-bert"}
-    causal_recipe["training"]["label_smoothing"] = 0.1
-    with pytest.raises(EdgeftError, match="training.label_smoothing: only a causal LM"):
+    causal_recipe["training"][field] = value
+    with pytest.raises(EdgeftError, match=f"training.{field}: only a causal LM"):
         validate_recipe(causal_recipe)
 
 
