@@ -201,12 +201,9 @@ def average(run: Path, kept: Path, counts: list[int]) -> dict:
     from peft import PeftModel
 
     from edgeft.atomic import complete_checkpoints
-    from edgeft.tasks.causal_lm import perplexity
     from edgeft.training import average_last_checkpoints
 
     context = _scoring_context(run)
-    validation = context["task"].tokenize(context["splits"].validation, context["tokenizer"],
-                                          context["recipe"].data.max_length, context["settings"]["prompt_format"])
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "checkpoints").symlink_to(kept.resolve())  # the layout the function reads
@@ -215,8 +212,7 @@ def average(run: Path, kept: Path, counts: list[int]) -> dict:
             model = PeftModel.from_pretrained(copy.deepcopy(context["base"]), last)
             names = average_last_checkpoints(model, Path(folder), count)
             model = model.merge_and_unload().eval()
-            row = {"checkpoints": names, "validation_perplexity": perplexity(
-                model, validation, context["task"].collator(context["tokenizer"]))}
+            row = {"checkpoints": names, "validation_perplexity": _validation_perplexity(model, context)}
             rows[f"last {count}"] = {**row, **_scored(model, context)}
             print(f"last {count} ({', '.join(names)}): validation perplexity {row['validation_perplexity']}, BLEU "
                   f"validation {rows[f'last {count}']['validation']['bleu']} test "
@@ -238,14 +234,13 @@ def soup(run: Path, others: list[Path]) -> dict:
 
     from peft import PeftModel
 
-    from edgeft.tasks.causal_lm import perplexity
     from edgeft.training import average_weights
 
     runs = [run, *others]
+    if len({path.name for path in runs}) < len(runs):
+        raise SystemExit("soup: the runs need distinct folder names (they name the soups)")
     own = {str(path): json.loads((path / "metrics.json").read_text())["validation"]["bleu"] for path in runs}
     context = _scoring_context(run)
-    validation = context["task"].tokenize(context["splits"].validation, context["tokenizer"],
-                                          context["recipe"].data.max_length, context["settings"]["prompt_format"])
     rows = {}
     for size in range(2, len(runs) + 1):
         for members in itertools.combinations(runs, size):
@@ -253,8 +248,8 @@ def soup(run: Path, others: list[Path]) -> dict:
             average_weights(model, [path / "adapter" for path in members])
             model = model.merge_and_unload().eval()
             name = " + ".join(path.name for path in members)
-            rows[name] = {"runs": [str(path) for path in members], "validation_perplexity": perplexity(
-                model, validation, context["task"].collator(context["tokenizer"])), **_scored(model, context)}
+            rows[name] = {"runs": [str(path) for path in members],
+                          "validation_perplexity": _validation_perplexity(model, context), **_scored(model, context)}
             print(f"{name}: validation perplexity {rows[name]['validation_perplexity']}, BLEU validation "
                   f"{rows[name]['validation']['bleu']} test {rows[name]['test']['bleu']}", flush=True)
     ordered = sorted(runs, key=lambda path: -own[str(path)])
@@ -283,6 +278,15 @@ def _scoring_context(run: Path) -> dict:
             "settings": json.loads((run / "merged" / "generation.json").read_text()),
             "tokenizer": load_decoder_tokenizer(run / "merged"),
             "base": load_decoder(resolve_decoder(recipe.model.name))}
+
+
+def _validation_perplexity(model, context: dict) -> float:
+    """A merged model's token-weighted perplexity on the run's validation rows."""
+    from edgeft.tasks.causal_lm import perplexity
+
+    rows = context["task"].tokenize(context["splits"].validation, context["tokenizer"],
+                                    context["recipe"].data.max_length, context["settings"]["prompt_format"])
+    return perplexity(model, rows, context["task"].collator(context["tokenizer"]))
 
 
 def _scored(model, context: dict) -> dict:
