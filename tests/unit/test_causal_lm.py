@@ -143,7 +143,7 @@ def test_label_smoothing_spreads_the_next_token_target_over_the_vocabulary(causa
     assert loss != pytest.approx(float(nll), rel=1e-3)
 
 
-def test_neftune_adds_noise_to_the_input_embeddings_while_training_only(causal_recipe, tmp_path):
+def test_neftune_noise_changes_the_training_loss_and_leaves_no_hook(causal_recipe, tmp_path):
     # setup: one training step of the same model, rows and seed, with and without NEFTune
     import copy
 
